@@ -1,0 +1,3 @@
+from snapd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""The client: ``snapd pytest ARGS``. Small and quick to start: no click, no pytest.
+
+It sends its stdin/stdout/stderr, cwd, arguments and environment to the project's manager,
+forwards the signals a terminal sends to the request child's process group, and ends exactly
+as the child ended. When snapd cannot serve the run it runs plain pytest itself, saying so in
+one line on stderr: never worse than pytest.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from typing import NoReturn
+
+from snapd import protocol
+from snapd.paths import ProjectPaths, RuntimeDirError, find_rootdir
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGWINCH)
+START_TIMEOUT = 10.0
+
+
+def main(args: list[str]) -> NoReturn:
+    try:
+        paths = ProjectPaths.for_rootdir(find_rootdir(os.getcwd()))
+        sock = connect(paths, autostart=os.environ.get("SNAPD_AUTOSTART", "1") != "0")
+    except (OSError, RuntimeDirError) as e:
+        cold(args, f"cannot reach the daemon ({e})")
+    if sock is None:
+        cold(args, "no daemon running (start one with `snapd start`)")
+    try:
+        protocol.send(sock, _request(args), [0, 1, 2])
+        got = protocol.recv(sock)
+    except (OSError, protocol.ProtocolError) as e:
+        cold(args, f"the daemon failed ({e})")
+    if got is None:
+        cold(args, "the daemon closed the connection")
+    message, _ = got
+    if message["op"] == "fallback":
+        cold(args, str(message.get("reason")))
+    if message["op"] != "started":
+        cold(args, f"the daemon refused the run: {message.get('message', message)}")
+    follow(sock, int(message["pid"]))
+
+
+def _request(args: list[str]) -> protocol.Message:
+    return {
+        "op": "run",
+        "args": args,
+        "cwd": os.getcwd(),
+        "env": dict(os.environ),
+        "argv0": _pytest_script(),
+        "interpreter": sys.executable,
+    }
+
+
+def connect(paths: ProjectPaths, *, autostart: bool) -> socket.socket | None:
+    """A connection to the project's manager, starting one first if asked to."""
+    sock = _try_connect(paths)
+    if sock is not None or not autostart:
+        return sock
+    spawn_manager(paths.rootdir)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        sock = _try_connect(paths)
+        if sock is not None:
+            return sock
+        time.sleep(0.01)  # polling for the socket to appear: there is nothing to wait on
+    return None
+
+
+def _try_connect(paths: ProjectPaths) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(paths.socket)
+    except (FileNotFoundError, ConnectionRefusedError):
+        sock.close()
+        return None
+    return sock
+
+
+def _pytest_script() -> str:
+    return os.path.join(os.path.dirname(sys.executable), "pytest")
+
+
+def spawn_manager(rootdir: str) -> None:
+    """Start the manager detached from this terminal; it backs off if one already runs."""
+    import subprocess
+
+    ProjectPaths.for_rootdir(rootdir).create()
+    subprocess.Popen(
+        [sys.executable, "-m", "snapd.manager", str(rootdir)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=rootdir,
+        start_new_session=True,
+    )
+
+
+def follow(sock: socket.socket, pid: int) -> NoReturn:
+    """Forward signals to the child until the manager reports how it ended; end the same way."""
+    for sig in FORWARDED:
+        signal.signal(sig, lambda signum, _: _signal_child(pid, signum))
+    signal.signal(signal.SIGTSTP, lambda *_: _suspend(pid))
+    try:
+        got = protocol.recv(sock)
+    except (OSError, protocol.ProtocolError):
+        got = None
+    if got is None or got[0]["op"] != "exit":
+        _signal_child(pid, signal.SIGKILL)
+        print("snapd: lost the daemon during the run; the test run was stopped", file=sys.stderr)
+        os._exit(1)
+    exit_like(int(got[0]["code"]))
+
+
+def exit_like(code: int) -> NoReturn:
+    """Exit with ``code``, or die of the same signal when it is negative (as waitpid says)."""
+    sys.stdout.flush()
+    if code < 0:
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+        code = 128 - code
+    os._exit(code)
+
+
+def _signal_child(pid: int, signum: int) -> None:
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        # The child may not have made its own process group yet.
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+def _suspend(pid: int) -> None:
+    # The child is in an orphaned process group, where SIGTSTP is ignored: stop it for real.
+    _signal_child(pid, signal.SIGSTOP)
+    os.kill(os.getpid(), signal.SIGSTOP)
+    _signal_child(pid, signal.SIGCONT)
+
+
+def cold(args: list[str], reason: str) -> NoReturn:
+    """Run plain pytest in this process, as its console script would."""
+    print(f"snapd: {reason}; running plain pytest", file=sys.stderr)
+    sys.stderr.flush()
+    import _pytest.config
+
+    sys.argv = [_pytest_script(), *args]
+    console_main = getattr(_pytest.config, "_console_main", None) or _pytest.config.console_main
+    raise SystemExit(console_main())

@@ -1,0 +1,178 @@
+"""The daemon verbs: ``snapd start``, ``stop``, ``status`` (``snapd pytest`` is ``client``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import click
+
+from snapd import client, protocol
+from snapd.manager import main as manager_main
+from snapd.paths import ProjectPaths, find_rootdir
+
+
+def _paths() -> ProjectPaths:
+    paths = ProjectPaths.for_rootdir(find_rootdir(os.getcwd()))
+    paths.create()
+    return paths
+
+
+def _ask(paths: ProjectPaths, message: protocol.Message) -> protocol.Message | None:
+    sock = client.connect(paths, autostart=False)
+    if sock is None:
+        return None
+    with sock:
+        protocol.send(sock, message)
+        got = protocol.recv(sock)
+    return got[0] if got else None
+
+
+def _running_pid(paths: ProjectPaths) -> int | None:
+    """The manager's pid when one holds the project's lock."""
+    lock = manager_main.take_lock(paths)
+    if lock is not None:
+        lock.close()
+        return None
+    try:
+        with open(paths.pidfile) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="snapd")
+def cli() -> None:
+    """pytest that starts instantly: `snapd pytest ARGS` is `pytest ARGS` from warm snapshots.
+
+    \b
+    Example:
+      snapd start          # in a devcontainer's postStartCommand
+      snapd pytest tests/test_api.py -x
+      snapd status
+    """
+
+
+@cli.command()
+@click.option("--foreground", is_flag=True, help="Run the manager in this terminal.")
+@click.option("--wait", is_flag=True, help="Return once the snapshots are built.")
+def start(foreground: bool, wait: bool) -> None:
+    """Start the daemon for the project around the current directory.
+
+    Returns at once; the snapshots build in the background.
+
+    \b
+    Example:
+      snapd start --wait && snapd pytest tests/
+    """
+    paths = _paths()
+    pid = _running_pid(paths)
+    if pid is not None:
+        click.echo(f"snapd: already running for {paths.rootdir} (pid {pid})")
+    elif foreground:
+        raise SystemExit(manager_main.run(paths.rootdir, foreground=True))
+    else:
+        client.spawn_manager(paths.rootdir)
+        click.echo(f"snapd: starting for {paths.rootdir} (log: {paths.log})")
+    if wait:
+        sock = client.connect(paths, autostart=False)
+        deadline = time.monotonic() + client.START_TIMEOUT
+        while sock is None and time.monotonic() < deadline:
+            time.sleep(0.02)  # the socket appears once the manager has bound it
+            sock = client.connect(paths, autostart=False)
+        if sock is None:
+            raise click.ClickException(f"the daemon did not start; see {paths.log}")
+        with sock:
+            protocol.send(sock, {"op": "wait"})
+            got = protocol.recv(sock)
+        state = got[0].get("state") if got else "gone"
+        click.echo(f"snapd: session snapshot {state}")
+        if state != "ready":
+            raise SystemExit(1)
+
+
+@cli.command()
+def stop() -> None:
+    """Stop the daemon and every process it started.
+
+    \b
+    Example:
+      snapd stop
+    """
+    paths = _paths()
+    pid = _running_pid(paths)
+    if pid is None:
+        click.echo("snapd: not running")
+        return
+    reply = _ask(paths, {"op": "stop"})
+    if reply is None and pid:
+        os.kill(pid, 15)
+    while _running_pid(paths) is not None:
+        time.sleep(0.02)  # the lock is released only when the manager has exited
+    click.echo(f"snapd: stopped (pid {pid})")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def status(as_json: bool) -> None:
+    """Show the daemon, its chains of snapshots and their state.
+
+    \b
+    Example:
+      snapd status --json | jq '.chains[].snapshots[].state'
+    """
+    paths = _paths()
+    reply = _ask(paths, {"op": "status"})
+    if reply is None:
+        if as_json:
+            click.echo(json.dumps({"running": False, "rootdir": paths.rootdir}))
+        else:
+            click.echo(f"snapd: not running for {paths.rootdir}")
+        sys.exit(3)
+    reply.pop("op")
+    if as_json:
+        click.echo(json.dumps({"running": True, **reply}, indent=2))
+        return
+    _print_status(reply)
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    counts = status["counts"]
+    click.echo(f"snapd: running, pid {status['pid']}, up {status['uptime_seconds']:.0f}s")
+    click.echo(f"  rootdir {status['rootdir']}")
+    click.echo(f"  socket  {status['socket']}")
+    click.echo(f"  log     {status['log']}")
+    click.echo(
+        f"  requests {counts['requests']}: {counts['session']} from session, "
+        f"{counts['base']} from base, {counts['fallback']} cold"
+    )
+    for chain in status["chains"]:
+        click.echo(f"  chain {chain['key']} args {' '.join(chain['args']) or '(none)'}")
+        for snap in chain["snapshots"]:
+            built = f"{snap['build_seconds']:.2f}s" if snap["build_seconds"] is not None else "-"
+            click.echo(
+                f"    {snap['layer']:<8} {snap['state']:<9} pid {snap['pid']}  "
+                f"modules {snap['modules']}  files {snap['files']}  built in {built}"
+            )
+            if snap["reason"]:
+                click.echo(f"             {snap['reason'].strip().splitlines()[-1]}")
+        for reason in chain["invalidations"][-3:]:
+            click.echo(f"    invalidated: {reason}")
+
+
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+def pytest() -> None:
+    """Run `pytest ARGS` from the warm snapshot (all pytest options work).
+
+    \b
+    Example:
+      snapd pytest tests/test_api.py::test_login -x --pdb
+    """
+    client.main(sys.argv[2:])  # reached only through `python -m snapd.commands`

@@ -1,0 +1,75 @@
+"""File sets: what a snapshot's contents depend on, and how to tell whether that moved.
+
+An entry maps a path to ``(mtime_ns, size, digest)``, or to ``None`` for a path that must stay
+absent (a conftest.py or config file pytest looked for and did not find). Checking stats every
+path; the digest is read only when mtime_ns or size moved, so a ``touch`` keeps a snapshot warm.
+
+>>> import tempfile
+>>> with tempfile.NamedTemporaryFile("w", suffix=".py") as f:
+...     entries = {f.name: stamp(f.name)}
+...     _ = f.write("x = 1"); f.flush()
+...     changed(entries) == [f.name]
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, MutableMapping
+
+Stamp = tuple[int, int, str]
+Entries = dict[str, "Stamp | None"]
+
+
+def digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.blake2b(f.read(), digest_size=16).hexdigest()
+
+
+def stamp(path: str) -> Stamp | None:
+    """The current stamp of ``path``, or ``None`` when it does not exist.
+
+    A path ending in ``/`` is a directory: only its mtime counts (it moves when an entry is
+    added, removed or renamed).
+    """
+    try:
+        info = os.stat(path)
+        if path.endswith("/"):
+            return (info.st_mtime_ns, 0, "")
+        return (info.st_mtime_ns, info.st_size, digest(path))
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError):
+        return None
+
+
+def changed(entries: MutableMapping[str, Stamp | None]) -> list[str]:
+    """The paths whose content, or existence, differs from their recorded stamp.
+
+    A path that was only touched (new mtime, same content) gets its stamp refreshed in place,
+    so it is not read again on the next check.
+    """
+    moved = []
+    for path, recorded in entries.items():
+        try:
+            info = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            if recorded is not None:
+                moved.append(path)
+            continue
+        if recorded is None or (path.endswith("/") and info.st_mtime_ns != recorded[0]):
+            moved.append(path)
+        elif not path.endswith("/") and (info.st_mtime_ns, info.st_size) != recorded[:2]:
+            try:
+                content = digest(path)
+            except OSError:
+                moved.append(path)
+                continue
+            if content == recorded[2]:
+                entries[path] = (info.st_mtime_ns, info.st_size, content)
+            else:
+                moved.append(path)
+    return moved
+
+
+def stamps(paths: Iterable[str]) -> Entries:
+    return {path: stamp(path) for path in paths}

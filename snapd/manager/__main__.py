@@ -1,0 +1,3 @@
+from snapd.manager.main import main
+
+main()

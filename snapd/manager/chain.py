@@ -1,0 +1,285 @@
+"""A chain: the base snapshot of one key and the session snapshot forked from it.
+
+It picks the deepest snapshot still valid for a request (statting the file sets, so a save
+made just before the run is never missed), and rebuilds what an edit invalidated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from snapd import fileset
+from snapd.manager.snapshots import BUILDING, READY, Snapshot
+
+log = logging.getLogger("snapd.manager")
+
+_BASE_BOOT = "from snapd.snapshot.base import main; main()"
+
+Spawn = Callable[[Callable[[], Any]], Any]
+
+
+@dataclass
+class Choice:
+    """Where a request runs: the snapshot, and the test modules its child must re-import."""
+
+    snapshot: Snapshot
+    reload: list[tuple[str, str]]
+
+
+class Chain:
+    def __init__(
+        self,
+        key: str,
+        rootdir: str,
+        interpreter: str,
+        args: list[str],
+        env: dict[str, str],
+        state_file: str,
+        log_file: str,
+        spawn: Spawn,
+    ) -> None:
+        self.key = key
+        self.rootdir = rootdir
+        self.interpreter = interpreter
+        self.args = args
+        self.env = env
+        self.state_file = state_file
+        self.log_file = log_file
+        self.spawn = spawn
+        self.changed = threading.Condition()
+        self.base: Snapshot | None = None
+        self.session: Snapshot | None = None
+        # A session built to replace one still valid (it preloads more): it serves once ready.
+        self.next_session: Snapshot | None = None
+        self.last_used = time.monotonic()
+        self.invalidations: list[str] = []
+        self._pending_changes: list[str] = []
+
+    # -- building ---------------------------------------------------------------------------
+
+    def build(self) -> None:
+        """(Re)build from the base; the session follows when the base is ready."""
+        ours, theirs = socket.socketpair()
+        parent = os.getpid()
+        with open(self.log_file, "ab") as log_out:
+            process = self.spawn(
+                lambda: subprocess.Popen(
+                    [self.interpreter, "-c", _BASE_BOOT, str(theirs.fileno()), str(parent)],
+                    pass_fds=[theirs.fileno()],
+                    cwd=self.rootdir,
+                    env=self.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_out,
+                    stderr=log_out,
+                )
+            )
+        theirs.close()
+        base = Snapshot("base", ours, self.changed, process)
+        base.send({"op": "build", "rootdir": str(self.rootdir), "preload": self._preload()})
+        with self.changed:
+            self.base = base
+        threading.Thread(target=self._after_base, args=(base,), daemon=True).start()
+
+    def _after_base(self, base: Snapshot) -> None:
+        with self.changed:
+            self.changed.wait_for(lambda: base.state != BUILDING)
+        if base.state == READY:
+            self.build_session()
+        elif base.info.get("preload") or self._preload():
+            log.warning("base failed with preloads; dropping them: %s", base.reason)
+            self._save_preload([])
+
+    def build_session(self, *, refresh: bool = False) -> None:
+        """Fork a session from the base; with ``refresh``, the current one serves meanwhile."""
+        base = self.base
+        if base is None or not base.serving():
+            return
+        ours, theirs = socket.socketpair()
+        message = {
+            "op": "fork",
+            "args": self.args,
+            "rootdir": str(self.rootdir),
+            "parent": base.pid,
+            "changed": self._pending_changes,
+            "preload": self._preload(),
+        }
+        self._pending_changes = []
+        session = Snapshot("session", ours, self.changed)
+        with self.changed:
+            if self.next_session is not None:
+                self.next_session.invalidate("replaced by a newer build")
+            if refresh and self.session is not None and self.session.serving():
+                self.next_session = session
+            else:
+                self.session, self.next_session = session, None
+        if not base.send(message, [theirs.fileno()]):
+            session.invalidate("the base snapshot is gone")
+        theirs.close()
+        threading.Thread(target=self._after_session, args=(session,), daemon=True).start()
+
+    def _after_session(self, session: Snapshot) -> None:
+        with self.changed:
+            self.changed.wait_for(lambda: session.state != BUILDING)
+            replaced = None
+            if session is self.next_session:
+                self.next_session = None
+                if session.state == READY:
+                    replaced, self.session = self.session, session
+                else:
+                    replaced = session
+        if replaced is not None:
+            replaced.invalidate("replaced by a session that preloads more")
+        third_party = session.info.get("third_party")
+        if session.state == READY and third_party:
+            self.learn(third_party, refresh=False)
+
+    def learn(self, modules: list[str], *, refresh: bool = True) -> None:
+        """Remember modules from outside the project that runs import, to import them ahead.
+
+        With ``refresh``, a session that preloads them is built in the background.
+        """
+        known = self._preload()
+        new = [m for m in modules if m not in set(known)]
+        if not new:
+            return
+        self._save_preload(known + new)
+        log.info("chain %s: learned %d modules to preload (%s ...)", self.key, len(new), new[0])
+        if refresh and self.next_session is None:
+            self.build_session(refresh=True)
+
+    def _preload(self) -> list[str]:
+        return list(_read_state(self.state_file).get(self.key, {}).get("preload", []))
+
+    def _save_preload(self, modules: list[str]) -> None:
+        data = _read_state(self.state_file)
+        data.setdefault(self.key, {})["preload"] = modules
+        with open(self.state_file + ".tmp", "w") as f:
+            json.dump(data, f)
+        os.replace(self.state_file + ".tmp", self.state_file)
+
+    # -- serving ----------------------------------------------------------------------------
+
+    def choose(self, timeout: float) -> Choice | str:
+        """The deepest valid snapshot for a request, or why there is none."""
+        self.last_used = time.monotonic()
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.changed:
+                self.changed.wait_for(
+                    lambda: self.base is not None and self.base.state != BUILDING,
+                    timeout=max(0.0, deadline - time.monotonic()),
+                )
+                base, session = self.base, self.session
+            if base is None or base.state == BUILDING:
+                return "timed out waiting for the base snapshot to build"
+            if not base.serving():
+                return f"the base snapshot is {base.state}: {base.reason}"
+            moved = fileset.changed(base.files)
+            if moved:
+                self.invalidate(moved)
+                continue
+            if session is not None and session.serving():
+                moved = fileset.changed(session.files)
+                if not moved:
+                    return Choice(session, [])
+                if all(path in session.test_modules for path in moved):
+                    return Choice(session, [(session.test_modules[p], p) for p in moved])
+                self.invalidate(moved)
+            return Choice(base, [])
+
+    def invalidate(self, paths: Iterable[str]) -> bool:
+        """Invalidate the snapshots holding ``paths`` and rebuild; True if any was."""
+        paths = list(paths)
+        base, session = self.base, self.session
+        if base is not None and base.state in (READY, BUILDING) and _holds(base, paths):
+            reason = _reason(base, paths)
+            self.invalidations.append(reason)
+            for snapshot in (session, self.next_session):
+                if snapshot is not None:
+                    snapshot.invalidate(reason)
+            base.invalidate(reason)
+            self._pending_changes = paths
+            self.build()
+            return True
+        if session is not None and session.state in (READY, BUILDING) and _holds(session, paths):
+            touched = [p for p in paths if p in session.files]
+            if session.state == READY and all(p in session.test_modules for p in touched):
+                return False
+            reason = _reason(session, paths)
+            self.invalidations.append(reason)
+            session.invalidate(reason)
+            if self.next_session is not None:
+                self.next_session.invalidate(reason)
+            self._pending_changes = touched
+            self.build_session()
+            return True
+        return False
+
+    def stop(self) -> None:
+        for snapshot in (self.next_session, self.session, self.base):
+            if snapshot is not None:
+                snapshot.send({"op": "stop"})
+
+    def pids(self) -> list[int]:
+        snapshots = (self.base, self.session, self.next_session)
+        return [s.pid for s in snapshots if s is not None and s.pid]
+
+    def wait_ready(self, timeout: float) -> str:
+        """Wait for the session to be built; its state."""
+        with self.changed:
+            self.changed.wait_for(
+                lambda: (
+                    self.base is not None
+                    and self.base.state != BUILDING
+                    and (
+                        self.base.state != READY
+                        or (self.session is not None and self.session.state != BUILDING)
+                    )
+                ),
+                timeout=timeout,
+            )
+            snapshot = self.session if self.session is not None else self.base
+            return snapshot.state if snapshot is not None else BUILDING
+
+    def _settled(self) -> bool:
+        base, session = self.base, self.session
+        if base is None or base.state == BUILDING:
+            return False
+        return base.state != READY or (session is not None and session.state != BUILDING)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "args": self.args,
+            "interpreter": self.interpreter,
+            "snapshots": [s.describe() for s in (self.base, self.session) if s is not None],
+            "invalidations": self.invalidations[-10:],
+        }
+
+
+def _read_state(path: str) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _holds(snapshot: Snapshot, paths: list[str]) -> bool:
+    return any(path in snapshot.files for path in paths)
+
+
+def _reason(snapshot: Snapshot, paths: list[str]) -> str:
+    held = [p for p in paths if p in snapshot.files]
+    more = f" (+{len(held) - 1} more)" if len(held) > 1 else ""
+    return f"{held[0] if held else paths[0]} changed{more}"

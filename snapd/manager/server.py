@@ -1,0 +1,323 @@
+"""The manager's socket: who may talk to it, what they may ask, and how a run is served."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from snapd import protocol
+from snapd.manager import keys, watcher
+from snapd.manager.chain import Chain, Choice
+from snapd.manager.snapshots import Spare
+from snapd.paths import ProjectPaths
+
+log = logging.getLogger("snapd.manager")
+
+MAX_CHAINS = int(os.environ.get("SNAPD_MAX_CHAINS", "3"))
+BUILD_TIMEOUT = float(os.environ.get("SNAPD_BUILD_TIMEOUT", "600"))
+_PEERCRED = struct.Struct("3i")
+_RUN_FIELDS = {"args": list, "cwd": str, "env": dict, "argv0": str, "interpreter": str}
+
+
+class BadRequest(Exception):
+    pass
+
+
+class Manager:
+    def __init__(self, paths: ProjectPaths, listener: socket.socket) -> None:
+        self.paths = paths
+        self.listener = listener
+        self.chains: dict[str, Chain] = {}
+        self.default_key: str | None = None
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.started = time.time()
+        self.counts = {"requests": 0, "session": 0, "base": 0, "fallback": 0, "errors": 0}
+        self._spawns: queue.Queue[tuple[Callable[[], Any], Future[Any]] | None] = queue.Queue()
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    def serve_forever(self) -> None:
+        """Accept clients on a thread; the main thread spawns snapshots until told to stop.
+
+        Spawning from the main thread matters: a base snapshot's PR_SET_PDEATHSIG fires when
+        the thread that forked it ends.
+        """
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        self._default_chain()
+        threading.Thread(target=self._accept, name="accept", daemon=True).start()
+        stop_watch = threading.Event()
+        watch = threading.Thread(
+            target=watcher.watch, args=(self.paths.rootdir, self._changed, stop_watch), daemon=True
+        )
+        watch.start()
+        while True:
+            job = self._spawns.get()
+            if job is None:
+                break
+            run, future = job
+            try:
+                future.set_result(run())
+            except BaseException as e:
+                future.set_exception(e)
+        stop_watch.set()
+        self._shutdown()
+
+    def spawn(self, run: Callable[[], Any]) -> Any:
+        if threading.current_thread() is threading.main_thread():
+            return run()
+        future: Future[Any] = Future()
+        self._spawns.put((run, future))
+        return future.result()
+
+    def stop(self) -> None:
+        if not self.stopping.is_set():
+            self.stopping.set()
+            self._spawns.put(None)
+
+    def _shutdown(self) -> None:
+        log.info("stopping")
+        with contextlib.suppress(OSError):
+            self.listener.close()
+        for chain in list(self.chains.values()):
+            chain.stop()
+        deadline = time.monotonic() + 30
+        for chain in list(self.chains.values()):
+            for snapshot in (chain.session, chain.base):
+                if snapshot is not None and snapshot.process is not None:
+                    with contextlib.suppress(Exception):
+                        snapshot.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                elif snapshot is not None:
+                    snapshot_done = snapshot.changed
+                    with snapshot_done:
+                        snapshot_done.wait_for(
+                            lambda s=snapshot: s.state == "dead",  # type: ignore[misc]
+                            timeout=max(0.1, deadline - time.monotonic()),
+                        )
+        for pid in self._all_pids():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        for path in (self.paths.socket, self.paths.pidfile):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        log.info("stopped")
+
+    def _all_pids(self) -> list[int]:
+        pids = []
+        for chain in self.chains.values():
+            pids.extend(chain.pids())
+        return pids
+
+    # -- chains -----------------------------------------------------------------------------
+
+    def _default_chain(self) -> None:
+        chain = self._chain_for(sys.executable, [], dict(os.environ))
+        self.default_key = chain.key
+
+    def _chain_for(self, interpreter: str, args: list[str], env: dict[str, str]) -> Chain:
+        key_args, _ = keys.split_args(args)
+        stable = keys.stable_env(env, keys.volatile_patterns(env))
+        key = keys.chain_key(interpreter, key_args, stable)
+        with self.lock:
+            chain = self.chains.get(key)
+            if chain is not None:
+                return chain
+            chain = Chain(
+                key,
+                self.paths.rootdir,
+                interpreter,
+                key_args,
+                env,
+                self.paths.state,
+                self.paths.log,
+                self.spawn,
+            )
+            self.chains[key] = chain
+            self._evict()
+        log.info("new chain %s: args %s", key, key_args)
+        chain.build()
+        return chain
+
+    def _evict(self) -> None:
+        while len(self.chains) > MAX_CHAINS:
+            oldest = min(self.chains.values(), key=lambda c: c.last_used)
+            log.info("evicting chain %s", oldest.key)
+            oldest.stop()
+            del self.chains[oldest.key]
+
+    def _changed(self, paths: set[str]) -> None:
+        for chain in list(self.chains.values()):
+            if chain.invalidate(paths):
+                log.info("chain %s: rebuilding after %s", chain.key, chain.invalidations[-1])
+
+    # -- connections ------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                if self.stopping.is_set():
+                    return
+                continue
+            threading.Thread(target=self._serve_client, args=(conn,), daemon=True).start()
+
+    def _serve_client(self, conn: socket.socket) -> None:
+        with conn:
+            pid, uid, _ = _PEERCRED.unpack(
+                conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+            )
+            if uid != os.getuid():
+                log.warning("refused a peer of uid %d (pid %d)", uid, pid)
+                _reply(conn, {"op": "error", "message": "snapd serves only its own user"})
+                return
+            conn.settimeout(60)
+            fds: list[int] = []
+            try:
+                got = protocol.recv(conn)
+                if got is None:
+                    return
+                message, fds = got
+                conn.settimeout(None)
+                self._dispatch(conn, message, fds)
+            except (protocol.ProtocolError, BadRequest) as e:
+                self.counts["errors"] += 1
+                log.warning("bad request from pid %d: %s", pid, e)
+                _reply(conn, {"op": "error", "message": f"bad request: {e}"})
+            except OSError as e:
+                log.info("client pid %d: %s", pid, e)
+            finally:
+                protocol.close_fds(fds)
+
+    def _dispatch(self, conn: socket.socket, message: protocol.Message, fds: list[int]) -> None:
+        op = message["op"]
+        if op == "run":
+            self._run(conn, message, fds)
+        elif op == "status":
+            _reply(conn, {"op": "status", **self.status()})
+        elif op == "wait":
+            chain = self.chains.get(self.default_key or "")
+            state = chain.wait_ready(BUILD_TIMEOUT) if chain else "missing"
+            _reply(conn, {"op": "waited", "state": state, **self.status()})
+        elif op == "stop":
+            _reply(conn, {"op": "stopping", "pid": os.getpid()})
+            self.stop()
+        elif op == "ping":
+            _reply(conn, {"op": "pong", "pid": os.getpid()})
+        else:
+            raise BadRequest(f"unknown op {op!r}")
+
+    def _run(self, conn: socket.socket, message: protocol.Message, fds: list[int]) -> None:
+        _validate(message, fds)
+        self.counts["requests"] += 1
+        chain = self._chain_for(message["interpreter"], message["args"], message["env"])
+        choice = chain.choose(BUILD_TIMEOUT)
+        spare = choice.snapshot.take_spare(timeout=30) if isinstance(choice, Choice) else None
+        if not isinstance(choice, Choice) or spare is None:
+            reason = choice if isinstance(choice, str) else "no request child could be forked"
+            self.counts["fallback"] += 1
+            _reply(conn, {"op": "fallback", "reason": reason})
+            return
+        try:
+            self._hand_over(conn, message, fds, chain, choice, spare)
+        finally:
+            choice.snapshot.release(spare)
+            spare.sock.close()
+
+    def _hand_over(
+        self,
+        conn: socket.socket,
+        message: protocol.Message,
+        fds: list[int],
+        chain: Chain,
+        choice: Choice,
+        spare: Spare,
+    ) -> None:
+        request = {key: message[key] for key in ("args", "cwd", "env", "argv0")}
+        protocol.send(spare.sock, {"op": "run", **request, "reload": choice.reload}, fds)
+        protocol.close_fds(fds)
+        fds.clear()
+        self.counts[choice.snapshot.layer] += 1
+        _reply(conn, {"op": "started", "pid": spare.pid, "layer": choice.snapshot.layer})
+        code, imported = _wait_for_exit(conn, spare)
+        if code is None:
+            return
+        _reply(conn, {"op": "exit", "code": code})
+        if imported:
+            chain.learn(imported)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "rootdir": self.paths.rootdir,
+            "socket": self.paths.socket,
+            "log": self.paths.log,
+            "uptime_seconds": time.time() - self.started,
+            "counts": dict(self.counts),
+            "chains": [c.describe() for c in self.chains.values()],
+            "default_chain": self.default_key,
+        }
+
+
+def _wait_for_exit(conn: socket.socket, spare: Spare) -> tuple[int | None, list[str]]:
+    """The child's exit code and the outside modules it imported.
+
+    The code is ``None`` if the client went away first (the child is then killed).
+    """
+    readable, _, _ = select.select([conn, spare.sock], [], [])
+    if conn in readable:
+        # A client only ever closes its end mid-run: it was killed, or its terminal closed.
+        _kill_group(spare.pid)
+        spare.exited.wait(10)
+        return None, []
+    try:
+        got = protocol.recv(spare.sock)
+    except (OSError, protocol.ProtocolError):
+        got = None
+    imported: list[str] = []
+    if got is not None and got[0]["op"] == "exit":
+        spare.finish(int(got[0]["code"]))
+        imported = [str(m) for m in got[0].get("imported", [])][:1000]
+    # Killed by a signal, or os._exit from a test: the snapshot reaps it and tells us how.
+    spare.exited.wait(10)
+    return (spare.code if spare.code is not None else 1), imported
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _validate(message: protocol.Message, fds: list[int]) -> None:
+    for name, kind in _RUN_FIELDS.items():
+        if not isinstance(message.get(name), kind):
+            raise BadRequest(f"'{name}' must be a {kind.__name__}")
+    if not all(isinstance(a, str) for a in message["args"]):
+        raise BadRequest("'args' must be a list of strings")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in message["env"].items()):
+        raise BadRequest("'env' must map strings to strings")
+    if not os.path.isdir(message["cwd"]):
+        raise BadRequest(f"cwd {message['cwd']!r} is not a directory")
+    if len(fds) != 3:
+        raise BadRequest(f"a run carries 3 fds (stdin, stdout, stderr), got {len(fds)}")
+
+
+def _reply(conn: socket.socket, message: protocol.Message) -> None:
+    with contextlib.suppress(OSError):
+        protocol.send(conn, message)

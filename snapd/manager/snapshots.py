@@ -1,0 +1,208 @@
+"""The manager's handle on one snapshot process: its state, file set, spares and running
+requests, kept current by a thread that reads the snapshot's control socket."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from snapd import fileset, protocol
+
+log = logging.getLogger("snapd.manager")
+
+BUILDING, READY, FAILED, INVALID, DEAD = "building", "ready", "failed", "invalid", "dead"
+
+
+@dataclass
+class Spare:
+    """A request child forked ahead, waiting on ``sock`` for its request."""
+
+    pid: int
+    sock: socket.socket
+    exited: threading.Event = field(default_factory=threading.Event)
+    code: int | None = None
+
+    def finish(self, code: int) -> None:
+        if not self.exited.is_set():
+            self.code = code
+            self.exited.set()
+
+
+class Snapshot:
+    def __init__(
+        self,
+        layer: str,
+        control: socket.socket,
+        on_change: threading.Condition,
+        process: subprocess.Popen[bytes] | None = None,
+    ) -> None:
+        self.layer = layer
+        self.process = process
+        self.control = control
+        self.changed = on_change
+        self.state = BUILDING
+        self.reason = ""
+        self.pid: int | None = None
+        self.files: fileset.Entries = {}
+        self.test_modules: dict[str, str] = {}
+        self.info: dict[str, Any] = {}
+        self.started = time.monotonic()
+        self.build_seconds: float | None = None
+        self.spares: queue.Queue[Spare] = queue.Queue()
+        self.running: dict[int, Spare] = {}
+        self._send_lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, name=f"snapshot-{layer}", daemon=True)
+        self._reader.start()
+
+    def send(self, message: protocol.Message, fds: list[int] | None = None) -> bool:
+        try:
+            with self._send_lock:
+                protocol.send(self.control, message, fds or [])
+            return True
+        except OSError:
+            return False
+
+    def serving(self) -> bool:
+        return self.state == READY
+
+    def invalidate(self, reason: str) -> None:
+        with self.changed:
+            if self.state in (READY, BUILDING):
+                self.state = INVALID
+                self.reason = reason
+                log.info("%s snapshot %s invalid: %s", self.layer, self.pid, reason)
+            self.changed.notify_all()
+        self.retire()
+
+    def retire(self) -> None:
+        """Drop the spares; stop the process once no request of it runs."""
+        while True:
+            try:
+                spare = self.spares.get_nowait()
+            except queue.Empty:
+                break
+            spare.sock.close()
+        if not self.running:
+            self.send({"op": "stop"})
+
+    def take_spare(self, timeout: float) -> Spare | None:
+        """A spare to run a request in; another is forked at once for the next one."""
+        deadline = time.monotonic() + timeout
+        spare: Spare | None = None
+        try:
+            spare = self.spares.get_nowait()
+        except queue.Empty:
+            if not self.send({"op": "spare"}):
+                return None
+            while spare is None:
+                try:
+                    spare = self.spares.get(timeout=0.05)
+                except queue.Empty:
+                    if self.state != READY or time.monotonic() > deadline:
+                        return None
+        self.running[spare.pid] = spare
+        self.send({"op": "spare"})
+        return spare
+
+    def release(self, spare: Spare) -> None:
+        self.running.pop(spare.pid, None)
+        if self.state != READY and not self.running:
+            self.send({"op": "stop"})
+
+    def _read(self) -> None:
+        while True:
+            try:
+                got = protocol.recv(self.control)
+            except (OSError, protocol.ProtocolError) as e:
+                log.warning("%s snapshot %s: %s", self.layer, self.pid, e)
+                got = None
+            if got is None:
+                break
+            self._handle(*got)
+        with self.changed:
+            if self.state != FAILED:
+                self.state = DEAD
+                self.reason = self.reason or "the process ended"
+            self.changed.notify_all()
+        for spare in list(self.running.values()):
+            spare.finish(-1)
+        self.control.close()
+        if self.process is not None:
+            self.process.wait()
+
+    def _handle(self, message: protocol.Message, fds: list[int]) -> None:
+        op = message["op"]
+        if op == "spare" and len(fds) == 1:
+            spare = Spare(int(message["pid"]), socket.socket(fileno=fds[0]))
+            if self.state == READY:
+                self.spares.put(spare)
+            else:
+                spare.sock.close()
+            return
+        protocol.close_fds(fds)
+        if op == "exited":
+            child = self.running.get(int(message["pid"]))
+            if child is not None:
+                child.finish(int(message["code"]))
+        elif op in ("ready", "failed"):
+            self._built(message)
+        elif op == "refused":
+            with self.changed:
+                self.state = FAILED
+                self.reason = "threads alive, cannot fork: " + ", ".join(message["threads"])
+                self.changed.notify_all()
+            log.warning("%s snapshot %s: %s", self.layer, self.pid, self.reason)
+            self.retire()
+        else:
+            log.warning("%s snapshot %s sent %r", self.layer, self.pid, message)
+
+    def _built(self, message: protocol.Message) -> None:
+        with self.changed:
+            self.pid = int(message.get("pid") or 0) or self.pid
+            self.build_seconds = time.monotonic() - self.started
+            self.info = {k: v for k, v in message.items() if k not in ("files", "op")}
+            self.files = {
+                path: (tuple(s) if s else None) for path, s in message.get("files", {}).items()
+            }
+            self.test_modules = dict(message.get("test_modules", {}))
+            if self.state == INVALID:
+                pass  # invalidated while it was built: it never serves
+            elif message["op"] == "failed":
+                self.state = FAILED
+                self.reason = str(message.get("reason", "")).strip()
+            elif message.get("stale"):
+                self.state = INVALID
+                self.reason = f"{message['stale'][0]} changed while it was built"
+            elif message.get("threads"):
+                self.state = FAILED
+                self.reason = "threads alive, cannot fork: " + ", ".join(message["threads"])
+            else:
+                self.state = READY
+            self.changed.notify_all()
+        last = self.reason.strip().splitlines()[-1:]
+        log.info("%s snapshot %s %s in %.2fs %s", self.layer, self.pid, self.state,
+                 self.build_seconds, last)  # fmt: skip
+        if self.state == READY:
+            self.send({"op": "spare"})
+        else:
+            self.retire()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "pid": self.pid,
+            "state": self.state,
+            "reason": self.reason,
+            "modules": self.info.get("modules"),
+            "files": len(self.files),
+            "build_seconds": self.build_seconds,
+            "age_seconds": time.monotonic() - self.started,
+            "running": len(self.running),
+            "spares": self.spares.qsize(),
+        }

@@ -1,0 +1,119 @@
+"""Where a project's daemon lives: its rootdir, and the per-user runtime directory.
+
+One manager serves one project (its rootdir). Its socket, pid file, lock and log sit in
+``$SNAPD_RUNTIME_DIR`` (default ``$XDG_RUNTIME_DIR/snapd`` or ``/tmp/snapd-$UID``), in a folder
+named by a hash of the rootdir so the socket path stays far below the 108-byte limit.
+
+This module is on the client's hot path: plain strings, no pathlib or dataclasses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+
+_INI_SECTIONS = {
+    "pytest.ini": None,
+    ".pytest.ini": None,
+    "pyproject.toml": "[tool.pytest",
+    "tox.ini": "[pytest]",
+    "setup.cfg": "[tool:pytest]",
+}
+
+
+class RuntimeDirError(Exception):
+    """The runtime directory is missing, not ours, or readable by others."""
+
+
+def find_rootdir(start: str) -> str:
+    """The rootdir pytest would pick from ``start`` when given no path arguments.
+
+    The nearest ancestor with a pytest config file; else the nearest with a pyproject.toml or
+    setup.py; else ``start`` itself.
+
+    >>> find_rootdir("/")
+    '/'
+    """
+    start = os.path.realpath(start)
+    ancestors = _ancestors(start)
+    for directory in ancestors:
+        for name, section in _INI_SECTIONS.items():
+            candidate = os.path.join(directory, name)
+            if os.path.isfile(candidate) and (section is None or _has_section(candidate, section)):
+                return directory
+    for directory in ancestors:
+        if any(os.path.isfile(os.path.join(directory, n)) for n in ("pyproject.toml", "setup.py")):
+            return directory
+    return start
+
+
+def _ancestors(path: str) -> list[str]:
+    found = [path]
+    while (parent := os.path.dirname(found[-1])) != found[-1]:
+        found.append(parent)
+    return found
+
+
+def _has_section(path: str, section: str) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return any(line.strip().startswith(section) for line in f)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def runtime_base() -> str:
+    configured = os.environ.get("SNAPD_RUNTIME_DIR")
+    if configured:
+        return configured
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isdir(xdg):
+        return os.path.join(xdg, "snapd")
+    return f"/tmp/snapd-{os.getuid()}"
+
+
+def ensure_private_dir(path: str) -> str:
+    """Create ``path`` mode 0700, or check that the existing one is ours and private."""
+    try:
+        os.makedirs(path, mode=0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise RuntimeDirError(f"{path} is not a directory")
+    if info.st_uid != os.getuid():
+        raise RuntimeDirError(f"{path} belongs to uid {info.st_uid}, not to you")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        raise RuntimeDirError(
+            f"{path} is accessible to other users (mode {stat.S_IMODE(info.st_mode):o}); "
+            "it must be 0700"
+        )
+    return path
+
+
+class ProjectPaths:
+    """The files of one project's daemon.
+
+    >>> ProjectPaths("/src/app", "/run/snapd/1234").socket
+    '/run/snapd/1234/sock'
+    """
+
+    def __init__(self, rootdir: str, directory: str) -> None:
+        self.rootdir = rootdir
+        self.directory = directory
+        self.socket = os.path.join(directory, "sock")
+        self.pidfile = os.path.join(directory, "pid")
+        self.lock = os.path.join(directory, "lock")
+        self.log = os.path.join(directory, "log")
+        # Learned facts that outlive a daemon (the modules to import ahead).
+        self.state = os.path.join(directory, "state.json")
+
+    @classmethod
+    def for_rootdir(cls, rootdir: str) -> ProjectPaths:
+        digest = hashlib.sha256(rootdir.encode()).hexdigest()[:16]
+        return cls(rootdir, os.path.join(runtime_base(), digest))
+
+    def create(self) -> None:
+        ensure_private_dir(os.path.dirname(self.directory))
+        ensure_private_dir(self.directory)

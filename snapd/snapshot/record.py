@@ -1,0 +1,99 @@
+"""What a snapshot read while it was built: the file set the manager checks on every request.
+
+An audit hook (``open`` fires before the open, so failed probes show up too) records each file
+opened for reading with its stat at that moment; bytecode reads count as reads of their source.
+Files opened for writing are outputs, not dependencies.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import sysconfig
+from typing import Any
+
+from snapd import fileset
+
+_IGNORED_PREFIXES = ("/proc/", "/sys/", "/dev/")
+_STDLIB = tuple({sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]} - {""})
+
+_opened: dict[str, tuple[int, int] | None] = {}
+_active = False
+
+
+def start() -> None:
+    """Begin recording (the hook is added once; audit hooks cannot be removed)."""
+    global _active
+    if not getattr(sys, "_snapd_hook", False):
+        sys.addaudithook(_hook)
+        sys._snapd_hook = True  # type: ignore[attr-defined]
+    _opened.clear()
+    _active = True
+
+
+def stop() -> None:
+    global _active
+    _active = False
+
+
+def _hook(event: str, args: tuple[Any, ...]) -> None:
+    if not _active or event != "open":
+        return
+    path, mode, flags = args
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not isinstance(path, str) or not _reading(mode, flags):
+        return
+    path = source_of(os.path.abspath(path))
+    if path in _opened or path.startswith(_IGNORED_PREFIXES):
+        return
+    try:
+        info = os.stat(path)
+    except OSError:
+        _opened[path] = None
+        return
+    if not os.path.isdir(path):
+        _opened[path] = (info.st_mtime_ns, info.st_size)
+
+
+def _reading(mode: str | None, flags: int) -> bool:
+    if mode is not None:
+        return not any(c in mode for c in "wax+")
+    return (flags & os.O_ACCMODE) == os.O_RDONLY and not flags & os.O_CREAT
+
+
+def source_of(path: str) -> str:
+    """The source of a cached bytecode file (pytest's rewritten ones too), else ``path``."""
+    directory, name = os.path.split(path)
+    if name.endswith(".pyc") and os.path.basename(directory) == "__pycache__":
+        return os.path.join(os.path.dirname(directory), name.split(".", 1)[0] + ".py")
+    return path
+
+
+def module_files(modules: dict[str, Any] | None = None) -> dict[str, str]:
+    """Map each loaded module's source file to its name, leaving out the standard library."""
+    found = {}
+    for name, module in list((modules or sys.modules).items()):
+        path = getattr(module, "__file__", None)
+        if isinstance(path, str) and not path.startswith(_STDLIB):
+            found[source_of(os.path.abspath(path))] = name
+    return found
+
+
+def collect(paths: set[str]) -> tuple[fileset.Entries, list[str]]:
+    """Stamp ``paths`` plus everything opened while recording.
+
+    Returns the entries and the paths that changed since they were read: a snapshot holding
+    those is stale before it is born.
+    """
+    stale = []
+    for path, seen in _opened.items():
+        try:
+            info = os.stat(path)
+            now: tuple[int, int] | None = (info.st_mtime_ns, info.st_size)
+        except OSError:
+            now = None
+        if now != seen:
+            stale.append(path)
+    wanted = {p for p in paths | set(_opened) if not p.startswith(_STDLIB)}
+    return fileset.stamps(sorted(wanted)), stale

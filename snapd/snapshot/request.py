@@ -1,0 +1,118 @@
+"""A request child: a spare forked ahead of time that becomes the client's pytest run.
+
+It waits for its request, takes the client's fds on 0/1/2, its cwd, environment and own
+session (so the client can signal its process group, and the tty never stops it with SIGTTIN),
+runs a fresh ``pytest.main`` of the client's arguments, and leaves with ``os._exit``: the
+snapshot's fixture teardown and atexit handlers are never run here.
+"""
+
+from __future__ import annotations
+
+import atexit
+import glob
+import importlib
+import os
+import signal
+import socket
+import sys
+import traceback
+from typing import NoReturn
+
+from snapd import protocol
+from snapd.snapshot import record, reuse
+
+
+def wait_and_run(sock: socket.socket) -> NoReturn:
+    code = 1
+    held = set(sys.modules)
+    try:
+        got = protocol.recv(sock)
+        if got is None:
+            os._exit(0)
+        message, fds = got
+        code = run(message, fds)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    _flush()
+    try:
+        # The snapshot reports our exit too, but it may be gone by now.
+        protocol.send(sock, {"op": "exit", "code": code, "imported": _outside(held)})
+    except OSError:
+        pass
+    os._exit(code)
+
+
+def run(message: protocol.Message, fds: list[int]) -> int:
+    if len(fds) != 3:
+        protocol.close_fds(fds)
+        raise ValueError(f"a request carries 3 fds (stdin, stdout, stderr), not {len(fds)}")
+    os.setsid()
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    _reset_signals()
+    os.chdir(message["cwd"])
+    os.environ.clear()
+    os.environ.update(message["env"])
+    args = list(message["args"])
+    sys.argv = [message["argv0"], *args]
+    sys.stdout.reconfigure(line_buffering=os.isatty(1))  # type: ignore[union-attr]
+    record.stop()
+    for name, path in message.get("reload", []):
+        forget_module(name, path)
+    importlib.invalidate_caches()
+    # atexit handlers registered from here on are this run's own, and run as they would cold.
+    atexit._clear()
+    try:
+        if os.environ.get("SNAPD_PROFILE_CHILD"):
+            import cProfile
+
+            prof = cProfile.Profile()
+            code = prof.runcall(reuse.run_pytest, args)
+            prof.dump_stats(os.environ["SNAPD_PROFILE_CHILD"])
+            return code
+        return reuse.run_pytest(args)
+    finally:
+        atexit._run_exitfuncs()
+
+
+def forget_module(name: str, path: str) -> None:
+    """Make the next import of ``name`` read ``path`` afresh: drop it and its cached bytecode.
+
+    Bytecode is checked against the source's mtime in whole seconds and its size, so an edit
+    within the same second that keeps the size would otherwise load the old code.
+    """
+    sys.modules.pop(name, None)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    for pyc in glob.glob(os.path.join(os.path.dirname(path), "__pycache__", f"{stem}.*.pyc")):
+        try:
+            os.unlink(pyc)
+        except OSError:
+            pass
+
+
+def _outside(held: set[str]) -> list[str]:
+    """Modules this run imported from outside the project: worth importing in the snapshot."""
+    inside = reuse.rootdir + os.sep
+    found = []
+    for name in set(sys.modules) - held:
+        path = getattr(sys.modules.get(name), "__file__", None)
+        if isinstance(path, str) and not path.startswith(inside) and not name.startswith("snapd"):
+            found.append(name)
+    return sorted(found)
+
+
+def _reset_signals() -> None:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD, signal.SIGWINCH):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass

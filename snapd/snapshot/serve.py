@@ -1,0 +1,118 @@
+"""The loop every snapshot runs once built: fork what the manager asks for, reap, report.
+
+Messages from the manager: ``spare`` (fork a request child that waits for its request),
+``fork`` (base only: fork a session snapshot on the socket sent along), ``stop``.
+Messages to it: ``spare`` (pid, with the child's request socket), ``exited`` (pid, status),
+``refused`` (the process has threads and cannot fork safely).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+from snapd import protocol
+from snapd.snapshot import request
+
+ForkSession = Callable[[socket.socket, protocol.Message], NoReturn]
+
+
+def serve(control: socket.socket, fork_session: ForkSession | None = None) -> None:
+    """Answer the manager until it says ``stop`` or goes away."""
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    previous = signal.signal(signal.SIGCHLD, lambda *_: None)
+    old_wakeup = signal.set_wakeup_fd(wake_w)
+    try:
+        while True:
+            readable, _, _ = select.select([control.fileno(), wake_r], [], [])
+            if wake_r in readable:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_r, 4096)
+                _reap(control)
+            if control.fileno() in readable:
+                got = protocol.recv(control)
+                if got is None or got[0]["op"] == "stop":
+                    return
+                message, fds = got
+                child = _fork(control, message, fds, (wake_r, wake_w), fork_session)
+                if child is not None:
+                    child()
+    finally:
+        signal.set_wakeup_fd(old_wakeup)
+        signal.signal(signal.SIGCHLD, previous)
+        os.close(wake_r)
+        os.close(wake_w)
+
+
+def _fork(
+    control: socket.socket,
+    message: protocol.Message,
+    fds: list[int],
+    wakeup: tuple[int, int],
+    fork_session: ForkSession | None,
+) -> Callable[[], NoReturn] | None:
+    """Fork for ``message``; in the child, return what it runs next."""
+    threads = thread_names()
+    if len(threads) > 1:
+        protocol.close_fds(fds)
+        protocol.send(control, {"op": "refused", "threads": threads})
+        return None
+    if message["op"] == "spare":
+        ours, theirs = socket.socketpair()
+    elif message["op"] == "fork" and fork_session is not None and len(fds) == 1:
+        ours = socket.socket(fileno=fds[0])
+        theirs = None
+    else:
+        protocol.close_fds(fds)
+        protocol.send(control, {"op": "error", "message": f"cannot {message['op']!r} here"})
+        return None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        control.close()
+        for fd in wakeup:
+            os.close(fd)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        if theirs is not None:
+            theirs.close()
+            return lambda: request.wait_and_run(ours)
+        assert fork_session is not None
+        return lambda: fork_session(ours, message)
+    if theirs is not None:
+        protocol.send(control, {"op": "spare", "pid": pid}, [theirs.fileno()])
+        theirs.close()
+    ours.close()
+    return None
+
+
+def _reap(control: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        protocol.send(
+            control, {"op": "exited", "pid": pid, "code": os.waitstatus_to_exitcode(status)}
+        )
+
+
+def thread_names() -> list[str]:
+    """Every thread of this process, native ones included (``threading`` misses those)."""
+    names = []
+    for tid in sorted(os.listdir("/proc/self/task"), key=int):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                names.append(f"{f.read().strip()} (tid {tid})")
+        except OSError:
+            continue
+    return names

@@ -1,0 +1,208 @@
+"""The session snapshot: forked from the base, it runs pytest over the project far enough to
+hold everything a request needs, then serves from inside its own session.
+
+Its pytest run (capture off, quiet, output to the daemon log) loads config and conftests,
+collects every test (importing test modules under assertion rewriting), and sets up the
+session-scoped fixtures the collected tests use. Instead of running tests, its
+``pytest_runtestloop`` reports ``ready`` with the file set and serves until stopped; then it
+tears the session fixtures down and exits without the rest of pytest's shutdown.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import logging
+import os
+import socket
+import sys
+import traceback
+import types
+import warnings
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+
+from snapd import fileset, protocol
+from snapd.snapshot import lifetime, record, request, reuse, serve
+
+base_modules: dict[str, types.ModuleType] = {}
+_CONFIG_NAMES = ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg")
+_SNAPSHOT_ARGS = ["-s", "-qq"]
+
+
+def build(control: socket.socket, message: protocol.Message) -> NoReturn:
+    lifetime.die_with_parent(int(message["parent"]))
+    for path in message.get("changed", []):
+        name = record.module_files().get(path)
+        request.forget_module(name or "", path)
+    reuse.rootdir = message["rootdir"]
+    plugin = SessionPlugin(control, Path(message["rootdir"]), message.get("preload", []))
+    record.start()
+    try:
+        code = int(pytest.main([*message["args"], *_SNAPSHOT_ARGS], plugins=[plugin]))
+        reason = f"pytest ended with exit code {code} before collection finished"
+    except BaseException:
+        reason = traceback.format_exc()
+    # Only a run that never reached the serve loop gets here.
+    protocol.send(
+        control, {"op": "failed", "layer": "session", "pid": os.getpid(), "reason": reason}
+    )
+    os._exit(0)
+
+
+class SessionPlugin:
+    def __init__(self, control: socket.socket, rootdir: Path, preload: list[str]) -> None:
+        self.control = control
+        self.rootdir = rootdir
+        self.preload = preload
+        self.root_handlers = list(logging.root.handlers)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool:
+        # Session fixtures' finalizers attach to the session: it must be on the setup stack.
+        session._setupstate.setup(session)  # type: ignore[arg-type]
+        _import_quietly(self.preload)
+        failed_fixtures = _prewarm(session)
+        reuse.foreign_log_handlers[:] = [
+            h for h in logging.root.handlers if h not in self.root_handlers
+        ]
+        record.stop()
+        entries, stale = record.collect(set(_session_files()))
+        entries.update(_absent_config(session, self.rootdir))
+        tests = _test_modules(session)
+        threads = serve.thread_names()
+        gc.freeze()
+        protocol.send(
+            self.control,
+            {
+                "op": "ready",
+                "layer": "session",
+                "pid": os.getpid(),
+                "files": entries,
+                "stale": stale,
+                "modules": len(sys.modules),
+                "test_modules": tests,
+                "third_party": _third_party(self.rootdir),
+                "failed_fixtures": failed_fixtures,
+                "threads": threads if len(threads) > 1 else [],
+            },
+        )
+        sys.stdout.flush()
+        serve.serve(self.control)
+        try:
+            session._setupstate.teardown_exact(None)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+
+
+def _import_quietly(names: list[str]) -> None:
+    """Import what earlier runs imported late (a plugin's lazy import, say), under this
+    session's assertion rewriting, as the run itself would have."""
+    for name in names:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                importlib.import_module(name)
+        except BaseException:
+            continue
+
+
+def _prewarm(session: pytest.Session) -> list[str]:
+    """Set up the session-scoped fixtures of the collected tests, register those that
+    succeeded for reuse, and name those that failed."""
+    failed = []
+    seen: dict[int, Any] = {}
+    for item in session.items:
+        info = getattr(item, "_fixtureinfo", None)
+        request = getattr(item, "_request", None)
+        if info is None or request is None:
+            continue
+        for name in info.names_closure:
+            defs = info.name2fixturedefs.get(name) or ()
+            for fixturedef in defs:
+                seen.setdefault(id(fixturedef), fixturedef)
+            if not defs or not _reusable(defs[-1]) or defs[-1].cached_result is not None:
+                continue
+            try:
+                with warnings.catch_warnings():
+                    # The item is not set up (only the session is): pytest takes that for a
+                    # lookup during teardown, which it deprecates for function-scoped ones.
+                    warnings.simplefilter("ignore", pytest.PytestRemovedIn10Warning)
+                    request.getfixturevalue(name)
+            except (Exception, pytest.fail.Exception, pytest.skip.Exception):
+                failed.append(name)
+    for fixturedef in seen.values():
+        result = fixturedef.cached_result
+        if _reusable(fixturedef) and result is not None and result[2] is None:
+            reuse.fixtures[(fixturedef.baseid, fixturedef.argname)] = reuse.Fixture(
+                fixturedef.func, result[0]
+            )
+    for module in session.config.pluginmanager._conftest_plugins:
+        path = getattr(module, "__file__", None)
+        if path:
+            reuse.conftests[str(Path(path))] = module
+    return failed
+
+
+def _reusable(fixturedef: Any) -> bool:
+    module = getattr(fixturedef.func, "__module__", "") or ""
+    return (
+        fixturedef.scope == "session"
+        and fixturedef.params is None
+        and not module.startswith("_pytest")
+    )
+
+
+def _session_modules() -> dict[str, types.ModuleType]:
+    return {n: m for n, m in sys.modules.items() if base_modules.get(n) is not m}
+
+
+def _session_files() -> dict[str, str]:
+    return record.module_files(_session_modules())
+
+
+def _third_party(rootdir: Path) -> list[str]:
+    """Modules from outside the project, for the next base to import ahead."""
+    inside = str(rootdir) + os.sep
+    return sorted(
+        name
+        for path, name in _session_files().items()
+        if not path.startswith(inside) and "snapd" not in name.split(".")[0]
+    )
+
+
+def _test_modules(session: pytest.Session) -> dict[str, str]:
+    """Collected test modules that no other module refers to: safe to re-import alone."""
+    tests = {}
+    for item in session.items:
+        module = getattr(item, "module", None)
+        if isinstance(module, types.ModuleType) and getattr(module, "__file__", None):
+            tests[module.__name__] = module
+    referenced = set()
+    for name, module in _session_modules().items():
+        for value in list(vars(module).values()):
+            target = value.__name__ if isinstance(value, types.ModuleType) else None
+            target = target or getattr(value, "__module__", None)
+            if target in tests and target != name:
+                referenced.add(target)
+    return {
+        str(Path(m.__file__ or "")): name for name, m in tests.items() if name not in referenced
+    }
+
+
+def _absent_config(session: pytest.Session, rootdir: Path) -> fileset.Entries:
+    """Config and conftest files pytest looked for and did not find: creating one matters."""
+    dirs = {Path(str(item.path)).parent for item in session.items}
+    probes = set()
+    for directory in dirs:
+        for parent in (directory, *directory.parents):
+            probes.add(parent / "conftest.py")
+            if parent == rootdir:
+                break
+    for parent in (rootdir, *rootdir.parents):
+        probes.update(parent / name for name in _CONFIG_NAMES)
+    return {str(p): None for p in probes if not p.exists()}
