@@ -120,7 +120,8 @@ def exit_like(code: int) -> NoReturn:
     """Exit with ``code``, or die of the same signal when it is negative (as waitpid says)."""
     sys.stdout.flush()
     if code < 0:
-        signal.signal(-code, signal.SIG_DFL)
+        if -code not in (signal.SIGKILL, signal.SIGSTOP):  # those two cannot be handled
+            signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
         code = 128 - code
     os._exit(code)

@@ -18,8 +18,24 @@ import hashlib
 import os
 from collections.abc import Iterable, MutableMapping
 
+# Folders of tool state and caches: what a run writes there is output, never a dependency.
+IGNORED_DIRS = (
+    ".git", ".hg", ".svn", "__pycache__", ".pytest_cache", ".hypothesis", ".mypy_cache",
+    ".ruff_cache", "node_modules", ".tox", ".nox", ".venv", "venv",
+)  # fmt: skip
+_IGNORED_PARTS = tuple(f"/{name}/" for name in IGNORED_DIRS)
+
 Stamp = tuple[int, int, str]
 Entries = dict[str, "Stamp | None"]
+
+
+def ignored(path: str) -> bool:
+    """Whether ``path`` lies in a cache or tool-state folder.
+
+    >>> ignored("/src/app/.pytest_cache/v/cache/nodeids"), ignored("/src/app/models.py")
+    (True, False)
+    """
+    return any(part in path for part in _IGNORED_PARTS)
 
 
 def digest(path: str) -> str:

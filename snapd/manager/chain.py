@@ -58,8 +58,6 @@ class Chain:
         self.changed = threading.Condition()
         self.base: Snapshot | None = None
         self.session: Snapshot | None = None
-        # A session built to replace one still valid (it preloads more): it serves once ready.
-        self.next_session: Snapshot | None = None
         self.last_used = time.monotonic()
         self.invalidations: list[str] = []
         self._pending_changes: list[str] = []
@@ -98,8 +96,8 @@ class Chain:
             log.warning("base failed with preloads; dropping them: %s", base.reason)
             self._save_preload([])
 
-    def build_session(self, *, refresh: bool = False) -> None:
-        """Fork a session from the base; with ``refresh``, the current one serves meanwhile."""
+    def build_session(self) -> None:
+        """Fork a session from the base."""
         base = self.base
         if base is None or not base.serving():
             return
@@ -115,12 +113,7 @@ class Chain:
         self._pending_changes = []
         session = Snapshot("session", ours, self.changed)
         with self.changed:
-            if self.next_session is not None:
-                self.next_session.invalidate("replaced by a newer build")
-            if refresh and self.session is not None and self.session.serving():
-                self.next_session = session
-            else:
-                self.session, self.next_session = session, None
+            self.session = session
         if not base.send(message, [theirs.fileno()]):
             session.invalidate("the base snapshot is gone")
         theirs.close()
@@ -129,32 +122,22 @@ class Chain:
     def _after_session(self, session: Snapshot) -> None:
         with self.changed:
             self.changed.wait_for(lambda: session.state != BUILDING)
-            replaced = None
-            if session is self.next_session:
-                self.next_session = None
-                if session.state == READY:
-                    replaced, self.session = self.session, session
-                else:
-                    replaced = session
-        if replaced is not None:
-            replaced.invalidate("replaced by a session that preloads more")
         third_party = session.info.get("third_party")
         if session.state == READY and third_party:
-            self.learn(third_party, refresh=False)
+            self.learn(third_party)
 
-    def learn(self, modules: list[str], *, refresh: bool = True) -> None:
-        """Remember modules from outside the project that runs import, to import them ahead.
-
-        With ``refresh``, a session that preloads them is built in the background.
-        """
+    def learn(self, modules: list[str]) -> None:
+        """Remember modules from outside the project that runs imported, to import them ahead:
+        in the live session snapshot now, in the base and session of every later build."""
         known = self._preload()
         new = [m for m in modules if m not in set(known)]
         if not new:
             return
         self._save_preload(known + new)
         log.info("chain %s: learned %d modules to preload (%s ...)", self.key, len(new), new[0])
-        if refresh and self.next_session is None:
-            self.build_session(refresh=True)
+        session = self.session
+        if session is not None and session.serving():
+            session.send({"op": "import", "modules": new})
 
     def _preload(self) -> list[str]:
         return list(_read_state(self.state_file).get(self.key, {}).get("preload", []))
@@ -203,9 +186,8 @@ class Chain:
         if base is not None and base.state in (READY, BUILDING) and _holds(base, paths):
             reason = _reason(base, paths)
             self.invalidations.append(reason)
-            for snapshot in (session, self.next_session):
-                if snapshot is not None:
-                    snapshot.invalidate(reason)
+            if session is not None:
+                session.invalidate(reason)
             base.invalidate(reason)
             self._pending_changes = paths
             self.build()
@@ -217,21 +199,18 @@ class Chain:
             reason = _reason(session, paths)
             self.invalidations.append(reason)
             session.invalidate(reason)
-            if self.next_session is not None:
-                self.next_session.invalidate(reason)
             self._pending_changes = touched
             self.build_session()
             return True
         return False
 
     def stop(self) -> None:
-        for snapshot in (self.next_session, self.session, self.base):
+        for snapshot in (self.session, self.base):
             if snapshot is not None:
                 snapshot.send({"op": "stop"})
 
     def pids(self) -> list[int]:
-        snapshots = (self.base, self.session, self.next_session)
-        return [s.pid for s in snapshots if s is not None and s.pid]
+        return [s.pid for s in (self.base, self.session) if s is not None and s.pid]
 
     def wait_ready(self, timeout: float) -> str:
         """Wait for the session to be built; its state."""

@@ -152,15 +152,25 @@ class Snapshot:
                 child.finish(int(message["code"]))
         elif op in ("ready", "failed"):
             self._built(message)
-        elif op == "refused":
+        elif op == "imported":
             with self.changed:
-                self.state = FAILED
-                self.reason = "threads alive, cannot fork: " + ", ".join(message["threads"])
-                self.changed.notify_all()
-            log.warning("%s snapshot %s: %s", self.layer, self.pid, self.reason)
-            self.retire()
+                files = message.get("files", {})
+                self.files.update({p: (tuple(s) if s else None) for p, s in files.items()})
+                self.info["modules"] = message.get("modules")
+            if message.get("threads"):
+                self._refuse(message["threads"])
+        elif op == "refused":
+            self._refuse(message["threads"])
         else:
             log.warning("%s snapshot %s sent %r", self.layer, self.pid, message)
+
+    def _refuse(self, threads: list[str]) -> None:
+        with self.changed:
+            self.state = FAILED
+            self.reason = "threads alive, cannot fork: " + ", ".join(threads)
+            self.changed.notify_all()
+        log.warning("%s snapshot %s: %s", self.layer, self.pid, self.reason)
+        self.retire()
 
     def _built(self, message: protocol.Message) -> None:
         with self.changed:

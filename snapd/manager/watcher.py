@@ -10,16 +10,13 @@ from pathlib import Path
 
 import watchfiles
 
-log = logging.getLogger("snapd.manager")
+from snapd import fileset
 
-IGNORED_DIRS = (
-    ".git", ".hg", ".venv", "venv", "__pycache__", "node_modules", ".pytest_cache",
-    ".mypy_cache", ".ruff_cache", ".tox", ".nox", ".hypothesis",
-)  # fmt: skip
+log = logging.getLogger("snapd.manager")
 
 
 class _Filter(watchfiles.DefaultFilter):
-    ignore_dirs = IGNORED_DIRS
+    ignore_dirs = fileset.IGNORED_DIRS
 
 
 def watch(root: Path, on_change: Callable[[set[str]], None], stop: threading.Event) -> None:

@@ -45,7 +45,7 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
     if not isinstance(path, str) or not _reading(mode, flags):
         return
     path = source_of(os.path.abspath(path))
-    if path in _opened or path.startswith(_IGNORED_PREFIXES):
+    if path in _opened or path.startswith(_IGNORED_PREFIXES) or fileset.ignored(path):
         return
     try:
         info = os.stat(path)

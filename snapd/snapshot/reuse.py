@@ -55,7 +55,9 @@ class ReusePlugin:
 
 def run_pytest(args: list[str]) -> int:
     """Run pytest as its console script would, with the snapshot's work reused."""
-    _pytest.config.import_path = _import_path  # type: ignore[attr-defined]
+    if conftests:
+        # Only then: the wrapper's frame would show in the traceback of a conftest that fails.
+        _pytest.config.import_path = _import_path  # type: ignore[attr-defined]
     for handler in foreign_log_handlers:
         logging.root.removeHandler(handler)
     plugins: list[object] = [ReusePlugin()]

@@ -1,24 +1,27 @@
 """The loop every snapshot runs once built: fork what the manager asks for, reap, report.
 
 Messages from the manager: ``spare`` (fork a request child that waits for its request),
-``fork`` (base only: fork a session snapshot on the socket sent along), ``stop``.
+``fork`` (base only: fork a session snapshot on the socket sent along), ``import`` (modules
+that runs imported late, to hold from now on), ``stop``.
 Messages to it: ``spare`` (pid, with the child's request socket), ``exited`` (pid, status),
-``refused`` (the process has threads and cannot fork safely).
+``imported`` (the new files), ``refused`` (the process has threads and cannot fork safely).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import select
 import signal
 import socket
 import sys
+import warnings
 from collections.abc import Callable
 from typing import NoReturn
 
 from snapd import protocol
-from snapd.snapshot import request
+from snapd.snapshot import record, request
 
 ForkSession = Callable[[socket.socket, protocol.Message], NoReturn]
 
@@ -40,6 +43,10 @@ def serve(control: socket.socket, fork_session: ForkSession | None = None) -> No
                 if got is None or got[0]["op"] == "stop":
                     return
                 message, fds = got
+                if message["op"] == "import":
+                    protocol.close_fds(fds)
+                    _import(control, message.get("modules", []))
+                    continue
                 child = _fork(control, message, fds, (wake_r, wake_w), fork_session)
                 if child is not None:
                     child()
@@ -91,6 +98,37 @@ def _fork(
         theirs.close()
     ours.close()
     return None
+
+
+def import_quietly(names: list[str]) -> None:
+    """Import what runs imported late (a plugin's lazy import, say): under this process's
+    assertion rewriting, as the run itself would have."""
+    for name in names:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                importlib.import_module(name)
+        except BaseException:
+            continue
+
+
+def _import(control: socket.socket, names: list[str]) -> None:
+    before = set(record.module_files())
+    record.start()
+    import_quietly(names)
+    record.stop()
+    added = set(record.module_files()) - before
+    entries, _ = record.collect(added)
+    threads = thread_names()
+    protocol.send(
+        control,
+        {
+            "op": "imported",
+            "files": entries,
+            "modules": len(sys.modules),
+            "threads": threads if len(threads) > 1 else [],
+        },
+    )
 
 
 def _reap(control: socket.socket) -> None:

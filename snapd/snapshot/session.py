@@ -11,7 +11,6 @@ tears the session fixtures down and exits without the rest of pytest's shutdown.
 from __future__ import annotations
 
 import gc
-import importlib
 import logging
 import os
 import socket
@@ -63,7 +62,7 @@ class SessionPlugin:
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
         # Session fixtures' finalizers attach to the session: it must be on the setup stack.
         session._setupstate.setup(session)  # type: ignore[arg-type]
-        _import_quietly(self.preload)
+        serve.import_quietly(self.preload)
         failed_fixtures = _prewarm(session)
         reuse.foreign_log_handlers[:] = [
             h for h in logging.root.handlers if h not in self.root_handlers
@@ -97,18 +96,6 @@ class SessionPlugin:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(0)
-
-
-def _import_quietly(names: list[str]) -> None:
-    """Import what earlier runs imported late (a plugin's lazy import, say), under this
-    session's assertion rewriting, as the run itself would have."""
-    for name in names:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                importlib.import_module(name)
-        except BaseException:
-            continue
 
 
 def _prewarm(session: pytest.Session) -> list[str]:

@@ -1,0 +1,146 @@
+"""The manager: one per project, concurrent clients, clean stop, its socket's guard."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import threading
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import SNAPD, Project, wait_for
+
+from snapd import protocol
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def started(project: Project) -> Project:
+    project.write("tests/conftest.py", "import json\n")
+    project.write(
+        "tests/test_many.py",
+        "import pytest\n\n@pytest.mark.parametrize('n', range(20))\ndef test_n(n):\n"
+        "    assert n != 13\n",
+    )
+    project.start()
+    return project
+
+
+def _socket_path(project: Project) -> str:
+    (sock,) = Path(project.runtime).glob("*/sock")
+    return str(sock)
+
+
+def test_two_clients_at_once_both_get_their_own_result(started: Project) -> None:
+    results: dict[str, subprocess.CompletedProcess[str]] = {}
+
+    def run(name: str, *args: str) -> None:
+        results[name] = started.run(*args)
+
+    threads = [
+        threading.Thread(target=run, args=("pass", "tests/test_many.py", "-k", "not 13")),
+        threading.Thread(target=run, args=("fail", "tests/test_many.py")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results["pass"].returncode == 0
+    assert "19 passed, 1 deselected" in results["pass"].stdout
+    assert results["fail"].returncode == 1
+    assert "1 failed, 19 passed" in results["fail"].stdout
+
+
+def test_stop_leaves_no_process_behind(started: Project) -> None:
+    started.run("tests/test_many.py", "-q")
+    processes = started.processes()
+    assert len(processes) >= 3  # manager, base, session (and a spare)
+    result = started.snapd("stop")
+    assert result.returncode == 0
+    assert "stopped" in result.stdout
+    gone, alive = psutil.wait_procs(processes, timeout=10)
+    assert alive == []
+    assert not list(Path(started.runtime).glob("*/sock"))
+
+
+def test_start_is_idempotent_and_concurrent_starts_leave_one_manager(project: Project) -> None:
+    project.write("tests/test_a.py", "def test_a():\n    pass\n")
+    starts = [
+        subprocess.Popen([SNAPD, "start"], cwd=project.root, env=project.env, stdout=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    for p in starts:
+        assert p.wait(timeout=30) == 0
+    wait_for(lambda: project.manager_pid() is not None, message="a manager")
+    again = project.snapd("start", "--wait")
+    assert "already running" in again.stdout
+    managers = [
+        p
+        for p in psutil.process_iter(["cmdline", "environ"])
+        if (p.info["cmdline"] or [])[1:3] == ["-m", "snapd.manager"]
+        and (p.info["environ"] or {}).get("SNAPD_RUNTIME_DIR") == project.runtime
+    ]
+    assert [p.pid for p in managers] == [project.manager_pid()]
+
+
+def test_status_shows_the_snapshots(started: Project) -> None:
+    result = started.snapd("status")
+    assert result.returncode == 0
+    assert f"pid {started.manager_pid()}" in result.stdout
+    assert "base     ready" in result.stdout
+    assert "session  ready" in result.stdout
+
+
+def test_socket_directory_is_private(started: Project) -> None:
+    sock = Path(_socket_path(started))
+    for directory in (sock.parent, sock.parent.parent):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+
+
+def test_malformed_messages_get_an_error_and_the_daemon_stays_up(started: Project) -> None:
+    bad_frames = [
+        b"\x00\x00\x00\x05hello",  # not msgpack
+        b"\x7f\xff\xff\xff",  # a length over the limit
+        b"\x00\x00\x00\x01\x01",  # not a map
+        protocol.encode({"op": "run", "args": "not a list"}),
+        protocol.encode({"op": "nonsense"}),
+    ]
+    for frame in bad_frames:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(_socket_path(started))
+            sock.sendall(frame)
+            got = protocol.recv(sock)
+            assert got is not None and got[0]["op"] == "error", frame
+    # A run with the wrong number of fds.
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(_socket_path(started))
+        message = {"op": "run", "args": [], "cwd": "/", "env": {}, "argv0": "pytest", "interpreter": "python"}
+        protocol.send(sock, message, [0])
+        got = protocol.recv(sock)
+        assert got is not None and "3 fds" in got[0]["message"]
+    result = started.run("tests/test_many.py", "-q", "-k", "not 13")
+    assert result.returncode == 0
+
+
+@pytest.mark.skipif(os.getuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_a_peer_of_another_uid_is_refused(started: Project) -> None:
+    sock_path = _socket_path(started)
+    # Let uid 65534 reach the socket at all, so it is the daemon that refuses it.
+    for directory in (Path(sock_path).parent, Path(sock_path).parent.parent):
+        directory.chmod(0o711)
+    os.chmod(sock_path, 0o666)
+    script = (
+        "import socket, sys; sys.path.insert(0, %r); from snapd import protocol\n"
+        "s = socket.socket(socket.AF_UNIX); s.connect(%r)\n"
+        "print(protocol.recv(s)[0])\n"
+    ) % (str(Path(protocol.__file__).parent.parent), sock_path)
+    result = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", os.sys.executable, "-c", script],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert "only its own user" in result.stdout, result.stderr

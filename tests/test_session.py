@@ -1,0 +1,77 @@
+"""The session snapshot: conftests, collection and session fixtures done once, reused by every
+request; a broken build shown exactly as pytest shows it."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import Project, normalise
+
+pytestmark = pytest.mark.timeout(180)
+
+CONFTEST = """
+    import os
+    import pytest
+
+    LOADED = os.getpid()
+
+    @pytest.fixture(scope="session")
+    def resource():
+        with open(os.environ["COUNTER"], "a") as f:
+            f.write("setup\\n")
+        yield {"answer": 42}
+        with open(os.environ["COUNTER"], "a") as f:
+            f.write("teardown\\n")
+"""
+
+
+def test_session_fixture_is_set_up_once_across_requests(project: Project) -> None:
+    counter = project.root / "counter.txt"
+    project.env["COUNTER"] = str(counter)
+    project.write("tests/conftest.py", CONFTEST)
+    project.write("tests/test_res.py", "def test_res(resource):\n    assert resource['answer'] == 42\n")
+    project.start()
+    for _ in range(5):
+        result = project.run("tests/test_res.py", "-q")
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert counter.read_text() == "setup\n"
+    project.snapd("stop")
+    assert counter.read_text() == "setup\nteardown\n"  # the snapshot owns the teardown
+
+
+def test_conftest_is_not_imported_again(project: Project) -> None:
+    project.write("tests/conftest.py", CONFTEST)
+    project.write(
+        "tests/test_pid.py",
+        "import os\nimport conftest\n\ndef test_loaded_in_snapshot():\n"
+        "    assert conftest.LOADED != os.getpid()\n",
+    )
+    project.env["COUNTER"] = str(project.root / "counter.txt")
+    project.start()
+    result = project.run("tests/test_pid.py", "-q")
+    assert result.returncode == 0, result.stdout
+
+
+def test_conftest_syntax_error_is_shown_as_pytest_shows_it(project: Project) -> None:
+    project.write("tests/conftest.py", "def broken(:\n")
+    project.write("tests/test_a.py", "def test_a():\n    pass\n")
+    result = project.snapd("start", "--wait")
+    assert "failed" in result.stdout
+    warm = project.run("tests/test_a.py")
+    cold = project.cold("tests/test_a.py")
+    assert cold.returncode == 4
+    assert warm.returncode == 4
+    assert "SyntaxError" in warm.stderr
+    assert normalise(warm.stderr) == normalise(cold.stderr)
+    assert normalise(warm.stdout) == normalise(cold.stdout)
+
+
+def test_collection_errors_in_one_module_do_not_stop_the_others(project: Project) -> None:
+    project.write("tests/test_ok.py", "def test_ok():\n    pass\n")
+    project.write("tests/test_bad.py", "raise RuntimeError('boom at import')\n")
+    project.start()
+    ok = project.run("tests/test_ok.py", "-q")
+    assert ok.returncode == 0
+    bad = project.run("tests/test_bad.py", "-q")
+    cold = project.cold("tests/test_bad.py", "-q")
+    assert bad.returncode == cold.returncode == 2
+    assert normalise(bad.stdout) == normalise(cold.stdout)
