@@ -51,11 +51,14 @@ def stamp(path: str) -> Stamp | None:
     """
     try:
         info = os.stat(path)
-        if path.endswith("/"):
-            return (info.st_mtime_ns, 0, "")
-        return (info.st_mtime_ns, info.st_size, digest(path))
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError):
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
         return None
+    if path.endswith("/"):
+        return (info.st_mtime_ns, 0, "")
+    try:
+        return (info.st_mtime_ns, info.st_size, digest(path))
+    except OSError:  # unreadable (or a directory): its stat alone has to do
+        return (info.st_mtime_ns, info.st_size, "")
 
 
 def changed(entries: MutableMapping[str, Stamp | None]) -> list[str]:
@@ -68,7 +71,7 @@ def changed(entries: MutableMapping[str, Stamp | None]) -> list[str]:
     for path, recorded in entries.items():
         try:
             info = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):
+        except OSError:  # gone, or out of reach now: changed unless it was absent before
             if recorded is not None:
                 moved.append(path)
             continue
@@ -85,6 +88,30 @@ def changed(entries: MutableMapping[str, Stamp | None]) -> list[str]:
             else:
                 moved.append(path)
     return moved
+
+
+def drop_bytecode(paths: Iterable[str]) -> None:
+    """Delete the cached bytecode of changed sources, pytest's rewritten ones included.
+
+    Bytecode is checked against its source's mtime in whole seconds and its size: after an
+    edit within the same second that keeps the size, Python would load the old code.
+    """
+    for path in paths:
+        if not path.endswith(".py"):
+            continue
+        directory, name = os.path.split(path)
+        cache = os.path.join(directory, "__pycache__")
+        prefix = name[:-3] + "."
+        try:
+            names = os.listdir(cache)
+        except OSError:
+            continue
+        for cached in names:
+            if cached.startswith(prefix) and cached.endswith(".pyc"):
+                try:
+                    os.unlink(os.path.join(cache, cached))
+                except OSError:
+                    pass
 
 
 def stamps(paths: Iterable[str]) -> Entries:

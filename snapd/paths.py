@@ -13,12 +13,15 @@ import hashlib
 import os
 import stat
 
-_INI_SECTIONS = {
-    "pytest.ini": None,
-    ".pytest.ini": None,
-    "pyproject.toml": "[tool.pytest",
-    "tox.ini": "[pytest]",
-    "setup.cfg": "[tool:pytest]",
+# pytest's config files, in its order, with the section that makes each one count.
+_CONFIG_SECTIONS: dict[str, tuple[str, ...]] = {
+    "pytest.toml": (),
+    ".pytest.toml": (),
+    "pytest.ini": (),
+    ".pytest.ini": (),
+    "pyproject.toml": ("[tool.pytest]", "[tool.pytest.ini_options]"),
+    "tox.ini": ("[pytest]",),
+    "setup.cfg": ("[tool:pytest]",),
 }
 
 
@@ -29,8 +32,8 @@ class RuntimeDirError(Exception):
 def find_rootdir(start: str) -> str:
     """The rootdir pytest would pick from ``start`` when given no path arguments.
 
-    The nearest ancestor with a pytest config file; else the nearest with a pyproject.toml or
-    setup.py; else ``start`` itself.
+    As ``_pytest.config.findpaths`` does: the nearest ancestor with a pytest config file; else
+    the nearest with a pyproject.toml; else the nearest with a setup.py; else ``start``.
 
     >>> find_rootdir("/")
     '/'
@@ -38,13 +41,14 @@ def find_rootdir(start: str) -> str:
     start = os.path.realpath(start)
     ancestors = _ancestors(start)
     for directory in ancestors:
-        for name, section in _INI_SECTIONS.items():
+        for name, sections in _CONFIG_SECTIONS.items():
             candidate = os.path.join(directory, name)
-            if os.path.isfile(candidate) and (section is None or _has_section(candidate, section)):
+            if os.path.isfile(candidate) and (not sections or _has_section(candidate, sections)):
                 return directory
-    for directory in ancestors:
-        if any(os.path.isfile(os.path.join(directory, n)) for n in ("pyproject.toml", "setup.py")):
-            return directory
+    for fallback in ("pyproject.toml", "setup.py"):
+        for directory in ancestors:
+            if os.path.isfile(os.path.join(directory, fallback)):
+                return directory
     return start
 
 
@@ -55,10 +59,10 @@ def _ancestors(path: str) -> list[str]:
     return found
 
 
-def _has_section(path: str, section: str) -> bool:
+def _has_section(path: str, sections: tuple[str, ...]) -> bool:
     try:
         with open(path, encoding="utf-8") as f:
-            return any(line.strip().startswith(section) for line in f)
+            return any(line.strip() in sections for line in f)
     except (OSError, UnicodeDecodeError):
         return False
 

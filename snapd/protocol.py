@@ -93,7 +93,7 @@ def _read(sock: socket.socket, size: int, fds: list[int], *, allow_eof: bool) ->
                 received = array.array("i")
                 received.frombytes(payload[: len(payload) - len(payload) % received.itemsize])
                 fds.extend(received)
-        if flags & socket.MSG_CTRUNC:
+        if flags & socket.MSG_CTRUNC or len(fds) > MAX_FDS:
             raise ProtocolError(f"too many file descriptors (at most {MAX_FDS})")
         if not data:
             if allow_eof and not chunks:

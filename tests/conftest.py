@@ -46,7 +46,9 @@ class Project:
         path.write_text(textwrap.dedent(text))
         return path
 
-    def snapd(self, *args: str, timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[str]:
+    def snapd(
+        self, *args: str, timeout: float = 120, **kw: object
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [SNAPD, *args], cwd=self.root, env=self.env, capture_output=True, text=True,
             timeout=timeout, **kw,  # type: ignore[arg-type]

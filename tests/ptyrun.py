@@ -49,7 +49,7 @@ class PtyProcess:
     def expect(self, pattern: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while not re.search(pattern.encode(), self.output):
-            if time.monotonic() > deadline or not self._read(0.1) and not self._alive():
+            if time.monotonic() > deadline or (not self._read(0.1) and not self._alive()):
                 text = self.output.decode(errors="replace")
                 raise AssertionError(f"{pattern!r} not seen; output so far:\n{text}")
 

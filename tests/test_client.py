@@ -88,14 +88,22 @@ def test_colours_and_width_follow_the_clients_terminal(started: Project) -> None
     warm = on_pty([SNAPD, "pytest", "tests/test_outcomes.py"])
     cold = on_pty([PYTEST, "tests/test_outcomes.py"])
     assert "\x1b[" in warm  # coloured, as on a terminal
-    rules = [line for line in warm.splitlines() if re.fullmatch(r"(\x1b\[[0-9;]*m)*=+ .* =+(\x1b\[0m)?", line)]
+    rules = [
+        line
+        for line in warm.splitlines()
+        if re.fullmatch(r"(\x1b\[[0-9;]*m)*=+ .* =+(\x1b\[0m)?", line)
+    ]
     assert rules and all(len(re.sub(r"\x1b\[[0-9;]*m", "", r)) == 61 for r in rules)
     assert normalise(warm) == normalise(cold)
 
 
 def test_pdb_takes_commands_from_the_terminal(started: Project) -> None:
-    started.write("tests/test_pdb.py", "def test_value():\n    secret = 41\n    assert secret == 42\n")
-    term = PtyProcess([SNAPD, "pytest", "--pdb", "tests/test_pdb.py"], str(started.root), started.env)
+    started.write(
+        "tests/test_pdb.py", "def test_value():\n    secret = 41\n    assert secret == 42\n"
+    )
+    term = PtyProcess(
+        [SNAPD, "pytest", "--pdb", "tests/test_pdb.py"], str(started.root), started.env
+    )
     term.expect(r"\(Pdb\) ")
     term.send("p secret + 1\n")
     term.expect(r"\n42\r?\n")
@@ -109,7 +117,9 @@ def test_ctrl_c_interrupts_the_test_like_pytest(started: Project) -> None:
         "tests/test_sleep.py",
         "import time\n\ndef test_sleeps():\n    print('sleeping now', flush=True)\n    time.sleep(60)\n",
     )
-    term = PtyProcess([SNAPD, "pytest", "-s", "tests/test_sleep.py"], str(started.root), started.env)
+    term = PtyProcess(
+        [SNAPD, "pytest", "-s", "tests/test_sleep.py"], str(started.root), started.env
+    )
     term.expect("sleeping now")
     term.send("\x03")
     assert term.wait(timeout=30) == 2
@@ -118,7 +128,10 @@ def test_ctrl_c_interrupts_the_test_like_pytest(started: Project) -> None:
 
 
 def test_child_killed_by_a_signal_ends_the_client_with_that_signal(started: Project) -> None:
-    started.write("tests/test_die.py", "import os, signal\n\ndef test_die():\n    os.kill(os.getpid(), signal.SIGKILL)\n")
+    started.write(
+        "tests/test_die.py",
+        "import os, signal\n\ndef test_die():\n    os.kill(os.getpid(), signal.SIGKILL)\n",
+    )
     result = started.run("tests/test_die.py")
     assert result.returncode == -9
 

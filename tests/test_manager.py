@@ -7,6 +7,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def test_stop_leaves_no_process_behind(started: Project) -> None:
     result = started.snapd("stop")
     assert result.returncode == 0
     assert "stopped" in result.stdout
-    gone, alive = psutil.wait_procs(processes, timeout=10)
+    _, alive = psutil.wait_procs(processes, timeout=10)
     assert alive == []
     assert not list(Path(started.runtime).glob("*/sock"))
 
@@ -71,7 +72,9 @@ def test_stop_leaves_no_process_behind(started: Project) -> None:
 def test_start_is_idempotent_and_concurrent_starts_leave_one_manager(project: Project) -> None:
     project.write("tests/test_a.py", "def test_a():\n    pass\n")
     starts = [
-        subprocess.Popen([SNAPD, "start"], cwd=project.root, env=project.env, stdout=subprocess.PIPE)
+        subprocess.Popen(
+            [SNAPD, "start"], cwd=project.root, env=project.env, stdout=subprocess.PIPE
+        )
         for _ in range(4)
     ]
     for p in starts:
@@ -119,7 +122,14 @@ def test_malformed_messages_get_an_error_and_the_daemon_stays_up(started: Projec
     # A run with the wrong number of fds.
     with socket.socket(socket.AF_UNIX) as sock:
         sock.connect(_socket_path(started))
-        message = {"op": "run", "args": [], "cwd": "/", "env": {}, "argv0": "pytest", "interpreter": "python"}
+        message = {
+            "op": "run",
+            "args": [],
+            "cwd": "/",
+            "env": {},
+            "argv0": "pytest",
+            "interpreter": "python",
+        }
         protocol.send(sock, message, [0])
         got = protocol.recv(sock)
         assert got is not None and "3 fds" in got[0]["message"]
@@ -127,20 +137,23 @@ def test_malformed_messages_get_an_error_and_the_daemon_stays_up(started: Projec
     assert result.returncode == 0
 
 
-@pytest.mark.skipif(os.getuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+@pytest.mark.skipif(
+    os.getuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv"
+)
 def test_a_peer_of_another_uid_is_refused(started: Project) -> None:
     sock_path = _socket_path(started)
     # Let uid 65534 reach the socket at all, so it is the daemon that refuses it.
     for directory in (Path(sock_path).parent, Path(sock_path).parent.parent):
         directory.chmod(0o711)
     os.chmod(sock_path, 0o666)
+    package_root = str(Path(protocol.__file__).parent.parent)
     script = (
-        "import socket, sys; sys.path.insert(0, %r); from snapd import protocol\n"
-        "s = socket.socket(socket.AF_UNIX); s.connect(%r)\n"
+        f"import socket, sys; sys.path.insert(0, {package_root!r}); from snapd import protocol\n"
+        f"s = socket.socket(socket.AF_UNIX); s.connect({sock_path!r})\n"
         "print(protocol.recv(s)[0])\n"
-    ) % (str(Path(protocol.__file__).parent.parent), sock_path)
+    )
     result = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", os.sys.executable, "-c", script],
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", script],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert "only its own user" in result.stdout, result.stderr

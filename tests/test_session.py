@@ -28,7 +28,9 @@ def test_session_fixture_is_set_up_once_across_requests(project: Project) -> Non
     counter = project.root / "counter.txt"
     project.env["COUNTER"] = str(counter)
     project.write("tests/conftest.py", CONFTEST)
-    project.write("tests/test_res.py", "def test_res(resource):\n    assert resource['answer'] == 42\n")
+    project.write(
+        "tests/test_res.py", "def test_res(resource):\n    assert resource['answer'] == 42\n"
+    )
     project.start()
     for _ in range(5):
         result = project.run("tests/test_res.py", "-q")

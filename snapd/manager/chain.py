@@ -40,6 +40,7 @@ class Chain:
         self,
         key: str,
         rootdir: str,
+        build_dir: str,
         interpreter: str,
         args: list[str],
         env: dict[str, str],
@@ -49,6 +50,7 @@ class Chain:
     ) -> None:
         self.key = key
         self.rootdir = rootdir
+        self.build_dir = build_dir
         self.interpreter = interpreter
         self.args = args
         self.env = env
@@ -60,7 +62,6 @@ class Chain:
         self.session: Snapshot | None = None
         self.last_used = time.monotonic()
         self.invalidations: list[str] = []
-        self._pending_changes: list[str] = []
 
     # -- building ---------------------------------------------------------------------------
 
@@ -106,11 +107,10 @@ class Chain:
             "op": "fork",
             "args": self.args,
             "rootdir": str(self.rootdir),
+            "cwd": self.build_dir,
             "parent": base.pid,
-            "changed": self._pending_changes,
             "preload": self._preload(),
         }
-        self._pending_changes = []
         session = Snapshot("session", ours, self.changed)
         with self.changed:
             self.session = session
@@ -174,6 +174,7 @@ class Chain:
                 moved = fileset.changed(session.files)
                 if not moved:
                     return Choice(session, [])
+                fileset.drop_bytecode(moved)
                 if all(path in session.test_modules for path in moved):
                     return Choice(session, [(session.test_modules[p], p) for p in moved])
                 self.invalidate(moved)
@@ -182,6 +183,7 @@ class Chain:
     def invalidate(self, paths: Iterable[str]) -> bool:
         """Invalidate the snapshots holding ``paths`` and rebuild; True if any was."""
         paths = list(paths)
+        fileset.drop_bytecode(paths)
         base, session = self.base, self.session
         if base is not None and base.state in (READY, BUILDING) and _holds(base, paths):
             reason = _reason(base, paths)
@@ -189,7 +191,6 @@ class Chain:
             if session is not None:
                 session.invalidate(reason)
             base.invalidate(reason)
-            self._pending_changes = paths
             self.build()
             return True
         if session is not None and session.state in (READY, BUILDING) and _holds(session, paths):
@@ -199,7 +200,6 @@ class Chain:
             reason = _reason(session, paths)
             self.invalidations.append(reason)
             session.invalidate(reason)
-            self._pending_changes = touched
             self.build_session()
             return True
         return False

@@ -42,9 +42,17 @@ _REQUEST_FLAGS = {
     "--trace-config", "--debug", "--markers", "-vv", "-vvv", "-qq", "--sw-reset",
     "--stepwise-reset", "--log-disable", "--hypothesis-explain",
 }  # fmt: skip
-# Short flags that may be clustered, as in ``-vx`` or ``-rA`` (where ``r`` takes the rest).
+# Options that shape configuration and always take a value (so the next word is theirs).
+_KEY_VALUE_OPTIONS = {
+    "-p", "-c", "-o", "-n", "--config-file", "--rootdir", "--confcutdir", "--override-ini",
+    "--basetemp", "--import-mode", "--numprocesses", "--dist", "--ds", "--dc",
+    "--cov-report", "--cov-config", "--cov-fail-under", "--asyncio-mode", "--maxprocesses",
+}  # fmt: skip
+# Short options: flags that may be clustered (``-vx``); per-request ones taking a value
+# (``-k EXPR``, ``-rA``); everything else shapes configuration.
 _SHORT_FLAGS = {"x", "v", "q", "s", "l", "h", "V"}
 _SHORT_VALUES = {"k", "m", "r", "W"}
+_SHORT_KEY_VALUES = {"p", "c", "o", "n"}
 
 DEFAULT_VOLATILE_ENV = (
     "_", "PWD", "OLDPWD", "SHLVL", "TERM", "TERM_*", "COLORTERM", "COLUMNS", "LINES", "PS1",
@@ -59,8 +67,12 @@ DEFAULT_VOLATILE_ENV = (
 )  # fmt: skip
 
 
-def split_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Split ``args`` into (shaping configuration: the key, per request)."""
+def split_args(args: Sequence[str], cwd: str = ".") -> tuple[list[str], list[str]]:
+    """Split ``args`` into (shaping configuration: the key, per request).
+
+    ``cwd`` is the client's: an unknown option's next word is its value unless it names a
+    path there (or is an option, or a node id).
+    """
     key: list[str] = []
     request: list[str] = []
     i = 0
@@ -73,47 +85,49 @@ def split_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
         if not arg.startswith("-") or arg == "-":
             request.append(arg)
             continue
-        name = arg.split("=", 1)[0]
-        if name in _REQUEST_FLAGS and "=" not in arg:
-            request.append(arg)
-        elif name in _REQUEST_VALUE_OPTIONS or (arg[:2] in {f"-{c}" for c in _SHORT_VALUES}):
-            request.append(arg)
-            if _needs_separate_value(arg) and i < len(args):
-                request.append(args[i])
-                i += 1
-        elif _is_request_cluster(arg):
-            request.append(arg)
-        else:
-            key.append(arg)
-            if "=" not in arg and not arg.startswith("--") and len(arg) > 2:
-                continue  # a short option with its value attached, like -pxdist
-            if "=" not in arg and i < len(args) and _looks_like_value(args[i]):
-                key.append(args[i])
-                i += 1
+        kind, takes = _long(arg) if arg.startswith("--") else _short(arg)
+        if kind == "unknown":
+            # Not known to be safe: it shapes configuration, and may take the next word.
+            kind = "key"
+            takes = takes and i < len(args) and _looks_like_value(args[i], cwd)
+        target = key if kind == "key" else request
+        target.append(arg)
+        if takes and i < len(args):
+            target.append(args[i])
+            i += 1
     return key, request
 
 
-def _needs_separate_value(arg: str) -> bool:
-    if arg.startswith("--"):
-        return "=" not in arg
-    return len(arg) == 2
+def _long(arg: str) -> tuple[str, bool]:
+    """(``request``, ``key`` or ``unknown``; whether the next word is its value)."""
+    name, attached = arg.split("=", 1)[0], "=" in arg
+    if name in _REQUEST_FLAGS and not attached:
+        return "request", False
+    if name in _REQUEST_VALUE_OPTIONS:
+        return "request", not attached
+    if name in _KEY_VALUE_OPTIONS:
+        return "key", not attached
+    return "unknown", not attached
 
 
-def _is_request_cluster(arg: str) -> bool:
-    """``-vx``, ``-vvs``, ``-rA``, ``-xkfoo``: flags, then maybe one value option with its value."""
-    if arg.startswith("--") or len(arg) < 2:
-        return False
-    for char in arg[1:]:
+def _short(arg: str) -> tuple[str, bool]:
+    """As ``_long``, for a word of clustered short options: ``-vx``, ``-rA``, ``-vpxdist``."""
+    for index, char in enumerate(arg[1:], start=2):
+        if char in _SHORT_FLAGS:
+            continue
+        value_attached = index < len(arg)
         if char in _SHORT_VALUES:
-            return True
-        if char not in _SHORT_FLAGS:
-            return False
-    return True
+            return "request", not value_attached
+        if char in _SHORT_KEY_VALUES:
+            return "key", not value_attached
+        return "unknown", len(arg) == 2
+    return "request", False
 
 
-def _looks_like_value(arg: str) -> bool:
-    # An unknown option's next word is its value unless it is an option or a test path.
-    return not arg.startswith("-") and "::" not in arg and not os.path.exists(arg)
+def _looks_like_value(arg: str, cwd: str) -> bool:
+    if arg.startswith("-") or "::" in arg:
+        return False
+    return not os.path.exists(os.path.join(cwd, arg))
 
 
 def _volatile(name: str, patterns: Sequence[str]) -> bool:
@@ -133,7 +147,12 @@ def volatile_patterns(env: Mapping[str, str]) -> tuple[str, ...]:
     return (*DEFAULT_VOLATILE_ENV, *extra)
 
 
-def chain_key(interpreter: str, key_args: Sequence[str], env: Mapping[str, str]) -> str:
-    """A short stable id for the chain that serves requests with these inputs."""
-    blob = msgpack.packb([interpreter, list(key_args), sorted(env.items())], use_bin_type=True)
+def chain_key(
+    interpreter: str, key_args: Sequence[str], env: Mapping[str, str], cwd: str = ""
+) -> str:
+    """A short stable id for the chain that serves requests with these inputs.
+
+    ``cwd`` counts only where the key arguments may name paths relative to it.
+    """
+    blob = msgpack.packb([interpreter, list(key_args), sorted(env.items()), cwd], use_bin_type=True)
     return hashlib.sha256(blob).hexdigest()[:12]

@@ -127,10 +127,14 @@ class Manager:
         chain = self._chain_for(sys.executable, [], dict(os.environ))
         self.default_key = chain.key
 
-    def _chain_for(self, interpreter: str, args: list[str], env: dict[str, str]) -> Chain:
-        key_args, _ = keys.split_args(args)
+    def _chain_for(
+        self, interpreter: str, args: list[str], env: dict[str, str], cwd: str = "."
+    ) -> Chain:
+        key_args, _ = keys.split_args(args, cwd)
         stable = keys.stable_env(env, keys.volatile_patterns(env))
-        key = keys.chain_key(interpreter, key_args, stable)
+        # Key arguments may hold paths relative to the client's cwd: build there, then.
+        build_dir = cwd if key_args else self.paths.rootdir
+        key = keys.chain_key(interpreter, key_args, stable, build_dir if key_args else "")
         with self.lock:
             chain = self.chains.get(key)
             if chain is not None:
@@ -138,6 +142,7 @@ class Manager:
             chain = Chain(
                 key,
                 self.paths.rootdir,
+                build_dir,
                 interpreter,
                 key_args,
                 env,
@@ -223,7 +228,9 @@ class Manager:
     def _run(self, conn: socket.socket, message: protocol.Message, fds: list[int]) -> None:
         _validate(message, fds)
         self.counts["requests"] += 1
-        chain = self._chain_for(message["interpreter"], message["args"], message["env"])
+        chain = self._chain_for(
+            message["interpreter"], message["args"], message["env"], message["cwd"]
+        )
         choice = chain.choose(BUILD_TIMEOUT)
         spare = choice.snapshot.take_spare(timeout=30) if isinstance(choice, Choice) else None
         if not isinstance(choice, Choice) or spare is None:

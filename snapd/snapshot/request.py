@@ -9,7 +9,6 @@ snapshot's fixture teardown and atexit handlers are never run here.
 from __future__ import annotations
 
 import atexit
-import glob
 import importlib
 import os
 import signal
@@ -60,8 +59,9 @@ def run(message: protocol.Message, fds: list[int]) -> int:
     sys.argv = [message["argv0"], *args]
     sys.stdout.reconfigure(line_buffering=os.isatty(1))  # type: ignore[union-attr]
     record.stop()
-    for name, path in message.get("reload", []):
-        forget_module(name, path)
+    # Changed test modules: the manager dropped their bytecode; import them afresh.
+    for name, _path in message.get("reload", []):
+        sys.modules.pop(name, None)
     importlib.invalidate_caches()
     # atexit handlers registered from here on are this run's own, and run as they would cold.
     atexit._clear()
@@ -76,21 +76,6 @@ def run(message: protocol.Message, fds: list[int]) -> int:
         return reuse.run_pytest(args)
     finally:
         atexit._run_exitfuncs()
-
-
-def forget_module(name: str, path: str) -> None:
-    """Make the next import of ``name`` read ``path`` afresh: drop it and its cached bytecode.
-
-    Bytecode is checked against the source's mtime in whole seconds and its size, so an edit
-    within the same second that keeps the size would otherwise load the old code.
-    """
-    sys.modules.pop(name, None)
-    stem = os.path.splitext(os.path.basename(path))[0]
-    for pyc in glob.glob(os.path.join(os.path.dirname(path), "__pycache__", f"{stem}.*.pyc")):
-        try:
-            os.unlink(pyc)
-        except OSError:
-            pass
 
 
 def _outside(held: set[str]) -> list[str]:

@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 import pytest
 
 from snapd import fileset, protocol
-from snapd.snapshot import lifetime, record, request, reuse, serve
+from snapd.snapshot import lifetime, record, reuse, serve
 
 base_modules: dict[str, types.ModuleType] = {}
 _CONFIG_NAMES = ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg")
@@ -33,11 +33,9 @@ _SNAPSHOT_ARGS = ["-s", "-qq"]
 
 def build(control: socket.socket, message: protocol.Message) -> NoReturn:
     lifetime.die_with_parent(int(message["parent"]))
-    for path in message.get("changed", []):
-        name = record.module_files().get(path)
-        request.forget_module(name or "", path)
     reuse.rootdir = message["rootdir"]
     plugin = SessionPlugin(control, Path(message["rootdir"]), message.get("preload", []))
+    os.chdir(message["cwd"])
     record.start()
     try:
         code = int(pytest.main([*message["args"], *_SNAPSHOT_ARGS], plugins=[plugin]))

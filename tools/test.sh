@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Install snapd and its dev tools into .venv, then run every check CI runs:
+# ruff, mypy --strict, the whole test suite; then the core tests again on pytest 8.4 and,
+# where pyenv has them, on Python 3.12 and 3.13.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+CORE_TESTS=(tests/test_client.py tests/test_session.py tests/test_request.py)
+# Two cores: one test process, and the daemons each test starts.
+PYTEST_ARGS=(-p no:cacheprovider -q -ra)
+
+venv() {  # venv DIR PYTHON [extra pip args...]
+  local dir=$1 python=$2
+  shift 2
+  "$python" -m venv "$dir"
+  "$dir/bin/python" -m pip install -q --upgrade pip
+  "$dir/bin/python" -m pip install -q -e '.[dev]' "$@"
+}
+
+echo "== install (.venv, $("$PYTHON" --version))"
+venv .venv "$PYTHON"
+echo "== ruff"
+.venv/bin/ruff check snapd tests tools
+.venv/bin/ruff format --check snapd tests tools
+echo "== mypy --strict"
+.venv/bin/mypy snapd
+echo "== tests (pytest $(.venv/bin/python -c 'import pytest; print(pytest.__version__)'))"
+.venv/bin/python -m pytest "${PYTEST_ARGS[@]}" tests
+
+echo "== core tests on pytest 8.4"
+venv .venv-pytest8 "$PYTHON" 'pytest==8.4.*'
+.venv-pytest8/bin/python -m pytest "${PYTEST_ARGS[@]}" "${CORE_TESTS[@]}"
+
+for version in 3.12 3.13; do
+  if command -v pyenv >/dev/null && prefix=$(pyenv prefix "$version" 2>/dev/null); then
+    echo "== core tests on Python $version"
+    venv ".venv-$version" "$prefix/bin/python3"
+    ".venv-$version/bin/python" -m pytest "${PYTEST_ARGS[@]}" "${CORE_TESTS[@]}"
+  else
+    echo "== Python $version: not offered by pyenv here, skipped"
+  fi
+done
+echo "== all checks passed"
