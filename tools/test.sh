@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-CORE_TESTS=(tests/test_client.py tests/test_session.py tests/test_request.py)
+CORE_TESTS=(tests/test_client.py tests/test_session.py)
 # Two cores: one test process, and the daemons each test starts.
 PYTEST_ARGS=(-p no:cacheprovider -q -ra)
 
