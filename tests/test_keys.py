@@ -61,8 +61,7 @@ def test_selection_and_reporting_args_are_per_request(args: list[str]) -> None:
 
 KEY_ONLY = [
     ["-p", "xdist"],
-    ["-p", "no:cacheprovider"],
-    ["-pno:cacheprovider"],
+    ["-p", "no:randomly"],
     ["-pxdist"],
     ["-o", "addopts=-x"],
     ["-o", "xfail_strict=true"],
@@ -79,6 +78,12 @@ KEY_ONLY = [
 @pytest.mark.parametrize("args", KEY_ONLY, ids=" ".join)
 def test_configuration_and_unknown_args_are_in_the_key(args: list[str]) -> None:
     assert split_args(args) == (args, [])
+
+
+@pytest.mark.parametrize("args", [["-p", "no:cacheprovider"], ["-pno:cacheprovider"]])
+def test_disabling_the_cache_is_per_request(args: list[str]) -> None:
+    # Common in CI and safe: every child reads the cache afresh.
+    assert split_args([*args, "t.py"]) == ([], [*args, "t.py"])
 
 
 def test_doctest_example() -> None:

@@ -85,6 +85,11 @@ def split_args(args: Sequence[str], cwd: str = ".") -> tuple[list[str], list[str
         if not arg.startswith("-") or arg == "-":
             request.append(arg)
             continue
+        if arg in ("-pno:cacheprovider", "-p") and _plugin(args, i) == "no:cacheprovider":
+            # Common in CI, and safe: every child reads the cache afresh.
+            request.extend(args[i - 1 : i + (arg == "-p")])
+            i += arg == "-p"
+            continue
         kind, takes = _long(arg) if arg.startswith("--") else _short(arg)
         if kind == "unknown":
             # Not known to be safe: it shapes configuration, and may take the next word.
@@ -96,6 +101,13 @@ def split_args(args: Sequence[str], cwd: str = ".") -> tuple[list[str], list[str
             target.append(args[i])
             i += 1
     return key, request
+
+
+def _plugin(args: Sequence[str], i: int) -> str:
+    """The plugin named by the ``-p`` word just read (at ``i - 1``)."""
+    if args[i - 1] != "-p":
+        return args[i - 1][2:]
+    return args[i] if i < len(args) else ""
 
 
 def _long(arg: str) -> tuple[str, bool]:
