@@ -42,6 +42,8 @@ def main(args: list[str]) -> NoReturn:
         cold(args, str(message.get("reason")))
     if message["op"] != "started":
         cold(args, f"the daemon refused the run: {message.get('message', message)}")
+    if message.get("notice"):
+        print(f"snapd: {message['notice']}", file=sys.stderr, flush=True)
     follow(sock, int(message["pid"]))
 
 

@@ -77,3 +77,30 @@ def test_collection_errors_in_one_module_do_not_stop_the_others(project: Project
     cold = project.cold("tests/test_bad.py", "-q")
     assert bad.returncode == cold.returncode == 2
     assert normalise(bad.stdout) == normalise(cold.stdout)
+
+
+def test_a_thread_in_the_snapshot_is_named_and_the_run_stays_exact(project: Project) -> None:
+    project.write(
+        "tests/conftest.py",
+        """
+        import threading, time
+        import pytest
+
+        @pytest.fixture(scope="session", autouse=True)
+        def poller():
+            stop = threading.Event()
+            thread = threading.Thread(target=stop.wait, name="metrics-poller", daemon=True)
+            thread.start()
+            yield
+            stop.set()
+        """,
+    )
+    project.write("tests/test_a.py", "def test_a():\n    assert 2 + 2 == 5\n")
+    project.snapd("start", "--wait")
+    status = project.snapd("status").stdout
+    assert "threads alive, cannot fork" in status and "metrics-poller" in status
+    warm = project.run("tests/test_a.py")
+    cold = project.cold("tests/test_a.py")
+    assert warm.returncode == cold.returncode == 1
+    assert normalise(warm.stdout) == normalise(cold.stdout)
+    assert "metrics-poller" in warm.stderr and "served from the base" in warm.stderr

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from snapd import fileset
-from snapd.manager.snapshots import BUILDING, READY, Snapshot
+from snapd.manager.snapshots import BUILDING, READY, THREADS, Snapshot
 
 log = logging.getLogger("snapd.manager")
 
@@ -29,10 +29,12 @@ Spawn = Callable[[Callable[[], Any]], Any]
 
 @dataclass
 class Choice:
-    """Where a request runs: the snapshot, and the test modules its child must re-import."""
+    """Where a request runs: the snapshot, the test modules its child must re-import, and
+    what the user should be told about it."""
 
     snapshot: Snapshot
     reload: list[tuple[str, str]]
+    notice: str = ""
 
 
 class Chain:
@@ -178,7 +180,10 @@ class Chain:
                 if all(path in session.test_modules for path in moved):
                     return Choice(session, [(session.test_modules[p], p) for p in moved])
                 self.invalidate(moved)
-            return Choice(base, [])
+            notice = ""
+            if session is not None and session.reason.startswith(THREADS):
+                notice = f"session snapshot unusable ({session.reason}); served from the base"
+            return Choice(base, [], notice)
 
     def invalidate(self, paths: Iterable[str]) -> bool:
         """Invalidate the snapshots holding ``paths`` and rebuild; True if any was."""

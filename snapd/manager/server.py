@@ -258,7 +258,8 @@ class Manager:
         protocol.close_fds(fds)
         fds.clear()
         self.counts[choice.snapshot.layer] += 1
-        _reply(conn, {"op": "started", "pid": spare.pid, "layer": choice.snapshot.layer})
+        started = {"op": "started", "pid": spare.pid, "layer": choice.snapshot.layer}
+        _reply(conn, {**started, "notice": choice.notice})
         code, imported = _wait_for_exit(conn, spare)
         if code is None:
             return

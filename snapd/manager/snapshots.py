@@ -17,6 +17,7 @@ from snapd import fileset, protocol
 log = logging.getLogger("snapd.manager")
 
 BUILDING, READY, FAILED, INVALID, DEAD = "building", "ready", "failed", "invalid", "dead"
+THREADS = "threads alive, cannot fork: "
 
 
 @dataclass
@@ -167,7 +168,7 @@ class Snapshot:
     def _refuse(self, threads: list[str]) -> None:
         with self.changed:
             self.state = FAILED
-            self.reason = "threads alive, cannot fork: " + ", ".join(threads)
+            self.reason = THREADS + ", ".join(threads)
             self.changed.notify_all()
         log.warning("%s snapshot %s: %s", self.layer, self.pid, self.reason)
         self.retire()
@@ -191,7 +192,7 @@ class Snapshot:
                 self.reason = f"{message['stale'][0]} changed while it was built"
             elif message.get("threads"):
                 self.state = FAILED
-                self.reason = "threads alive, cannot fork: " + ", ".join(message["threads"])
+                self.reason = THREADS + ", ".join(message["threads"])
             else:
                 self.state = READY
             self.changed.notify_all()

@@ -16,6 +16,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 from typing import NoReturn
@@ -145,12 +146,17 @@ def _reap(control: socket.socket) -> None:
 
 
 def thread_names() -> list[str]:
-    """Every thread of this process, native ones included (``threading`` misses those)."""
+    """Every thread of this process: native ones too, which ``threading`` does not know of.
+
+    Python threads are named as ``threading`` names them, others by their kernel name.
+    """
+    known = {t.native_id: t.name for t in threading.enumerate()}
     names = []
     for tid in sorted(os.listdir("/proc/self/task"), key=int):
         try:
             with open(f"/proc/self/task/{tid}/comm") as f:
-                names.append(f"{f.read().strip()} (tid {tid})")
+                comm = f.read().strip()
         except OSError:
             continue
+        names.append(f"{known.get(int(tid), comm)!r} (tid {tid})")
     return names
