@@ -157,3 +157,23 @@ def test_a_peer_of_another_uid_is_refused(started: Project) -> None:
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert "only its own user" in result.stdout, result.stderr
+
+
+def test_an_upgrade_of_snapd_itself_restarts_the_daemon(started: Project, tmp_path: Path) -> None:
+    import snapd.paths
+
+    source = Path(snapd.paths.__file__)
+    before = started.manager_pid()
+    original = source.read_bytes()
+    try:
+        source.write_bytes(original + b"\n")  # what `pip install -U snapd` looks like to it
+        result = started.run("tests/test_many.py", "-q", "-k", "not 13")
+        assert result.returncode == 0
+        assert "snapd itself changed" in result.stderr
+        assert "19 passed" in result.stdout  # served by plain pytest meanwhile
+        wait_for(lambda: started.snapd("status").returncode == 0, message="the restarted daemon")
+        assert started.manager_pid() == before  # exec'd in place: same pid, new code
+        again = started.run("tests/test_many.py", "-q", "-k", "not 13")
+        assert again.returncode == 0 and "snapd:" not in again.stderr
+    finally:
+        source.write_bytes(original)

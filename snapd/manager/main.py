@@ -52,10 +52,14 @@ def run(rootdir: str, *, foreground: bool = False) -> int:
     with open(paths.pidfile, "w") as f:
         f.write(f"{os.getpid()}\n")
     logging.getLogger("snapd.manager").info("serving %s on %s", rootdir, paths.socket)
+    manager = Manager(paths, listener)
     try:
-        Manager(paths, listener).serve_forever()
+        manager.serve_forever()
     finally:
         lock.close()
+    if manager.restart:
+        # The lock and socket are closed on exec (Python opens them close-on-exec).
+        os.execv(sys.executable, [sys.executable, "-m", "snapd.manager", rootdir])
     return 0
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from snapd import protocol
+from snapd import fileset, protocol
 from snapd.manager import keys, watcher
 from snapd.manager.chain import Chain, Choice
 from snapd.manager.snapshots import Spare
@@ -45,6 +45,10 @@ class Manager:
         self.stopping = threading.Event()
         self.started = time.time()
         self.counts = {"requests": 0, "session": 0, "base": 0, "fallback": 0, "errors": 0}
+        # snapd's own sources: when they change (an upgrade), this manager's code and that of
+        # the snapshots it would spawn no longer match, so it restarts.
+        self.own_files = fileset.stamps(_own_sources())
+        self.restart = False
         self._spawns: queue.Queue[tuple[Callable[[], Any], Future[Any]] | None] = queue.Queue()
 
     # -- lifetime ---------------------------------------------------------------------------
@@ -228,6 +232,14 @@ class Manager:
     def _run(self, conn: socket.socket, message: protocol.Message, fds: list[int]) -> None:
         _validate(message, fds)
         self.counts["requests"] += 1
+        if fileset.changed(self.own_files):
+            self.counts["fallback"] += 1
+            reason = "snapd itself changed since the daemon started; the daemon restarts"
+            _reply(conn, {"op": "fallback", "reason": reason})
+            log.info(reason)
+            self.restart = True
+            self.stop()
+            return
         chain = self._chain_for(
             message["interpreter"], message["args"], message["env"], message["cwd"]
         )
@@ -278,6 +290,16 @@ class Manager:
             "chains": [c.describe() for c in self.chains.values()],
             "default_chain": self.default_key,
         }
+
+
+def _own_sources() -> list[str]:
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return sorted(
+        os.path.join(folder, name)
+        for folder, _, names in os.walk(package)
+        for name in names
+        if name.endswith(".py")
+    )
 
 
 def _wait_for_exit(conn: socket.socket, spare: Spare) -> tuple[int | None, list[str]]:
