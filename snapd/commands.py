@@ -60,7 +60,8 @@ def cli() -> None:
 @cli.command()
 @click.option("--foreground", is_flag=True, help="Run the manager in this terminal.")
 @click.option("--wait", is_flag=True, help="Return once the snapshots are built.")
-def start(foreground: bool, wait: bool) -> None:
+@click.option("--poll", is_flag=True, help="Poll for file changes instead of using inotify.")
+def start(foreground: bool, wait: bool, poll: bool) -> None:
     """Start the daemon for the project around the current directory.
 
     Returns at once; the snapshots build in the background.
@@ -71,6 +72,8 @@ def start(foreground: bool, wait: bool) -> None:
     """
     paths = _paths()
     pid = _running_pid(paths)
+    if poll:
+        os.environ["SNAPD_POLL"] = "1"  # the manager inherits it
     if pid is not None:
         click.echo(f"snapd: already running for {paths.rootdir} (pid {pid})")
     elif foreground:

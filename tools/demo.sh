@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e .
+.venv/bin/python -m pip install -q .  # a regular install, as users have (an editable one adds its import hook)
 [ -d .demo ] || .venv/bin/python tools/make_project.py .demo
 # Users' machines write bytecode: time what they would see.
 unset PYTHONDONTWRITEBYTECODE
