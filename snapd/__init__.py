@@ -3,6 +3,22 @@
 A daemon keeps copy-on-write snapshot processes that already imported the project and set up its
 session fixtures; ``snapd pytest ARGS`` forks a child from the deepest snapshot still valid after
 your edits and runs the real pytest there, on your terminal.
+
+The public API is one decorator, ``snapd.after_fork`` (see ``snapd.forks``).
 """
 
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["after_fork"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # Lazily: the client imports this package on every run, and needs none of it.
+    if name == "after_fork":
+        from snapd.forks import after_fork
+
+        return after_fork
+    raise AttributeError(f"module 'snapd' has no attribute {name!r}")

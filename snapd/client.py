@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import NoReturn
 
 from snapd import protocol
@@ -25,7 +26,7 @@ START_TIMEOUT = 10.0
 def main(args: list[str]) -> NoReturn:
     try:
         paths = ProjectPaths.for_rootdir(find_rootdir(os.getcwd()))
-        sock = connect(paths, autostart=os.environ.get("SNAPD_AUTOSTART", "1") != "0")
+        sock = connect(paths, autostart=_autostart)
     except (OSError, RuntimeDirError) as e:
         cold(args, f"cannot reach the daemon ({e})")
     if sock is None:
@@ -58,10 +59,23 @@ def _request(args: list[str]) -> protocol.Message:
     }
 
 
-def connect(paths: ProjectPaths, *, autostart: bool) -> socket.socket | None:
+def _autostart(rootdir: str) -> bool:
+    # Read only when no daemon answers: the configuration costs a TOML parse.
+    from snapd import config
+
+    try:
+        return config.load(rootdir).autostart
+    except config.ConfigError as e:
+        print(f"snapd: {e}", file=sys.stderr)
+        return False
+
+
+def connect(
+    paths: ProjectPaths, *, autostart: bool | Callable[[str], bool]
+) -> socket.socket | None:
     """A connection to the project's manager, starting one first if asked to."""
     sock = _try_connect(paths)
-    if sock is not None or not autostart:
+    if sock is not None or not (autostart(paths.rootdir) if callable(autostart) else autostart):
         return sock
     spawn_manager(paths.rootdir)
     deadline = time.monotonic() + START_TIMEOUT

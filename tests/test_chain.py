@@ -155,3 +155,21 @@ def test_status_names_the_invalidating_file(project_graph: Project) -> None:
     same_as_cold(project_graph, "tests/test_mid.py")
     text = project_graph.snapd("status").stdout
     assert "invalidated: " in text and "pkg/deep.py changed" in text
+
+
+def test_watch_ignore_keeps_the_session_warm(project: Project) -> None:
+    project.write(
+        "pyproject.toml",
+        '[tool.pytest.ini_options]\ntestpaths = ["tests"]\n\n[tool.snapd]\nwatch_ignore = ["notes/*"]\n',
+    )
+    project.write("notes/todo.txt", "1\n")
+    project.write(
+        "tests/conftest.py",
+        "import pathlib\nTODO = (pathlib.Path(__file__).parent.parent / 'notes/todo.txt').read_text()\n",
+    )
+    project.write("tests/test_a.py", "def test_a():\n    pass\n")
+    project.start()
+    session = snapshot_pids(project)["session"]
+    project.write("notes/todo.txt", "2\n")
+    assert project.run("tests/test_a.py").returncode == 0
+    assert snapshot_pids(project)["session"] == session

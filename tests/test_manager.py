@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -177,3 +179,29 @@ def test_an_upgrade_of_snapd_itself_restarts_the_daemon(started: Project, tmp_pa
         assert again.returncode == 0 and "snapd:" not in again.stderr
     finally:
         source.write_bytes(original)
+
+
+def test_idle_timeout_stops_the_daemon(project: Project) -> None:
+    project.write("tests/test_a.py", "def test_a():\n    pass\n")
+    project.env["SNAPD_IDLE_TIMEOUT"] = "3"
+    project.start()
+    processes = project.processes()
+    assert project.run("tests/test_a.py").returncode == 0
+    _, alive = psutil.wait_procs(processes, timeout=30)
+    assert alive == []
+
+
+def test_memory_cap_keeps_only_the_newest_chain(started: Project) -> None:
+    started.snapd("stop")
+    started.env["SNAPD_MAX_MEMORY_MB"] = "1"  # below any chain: only the newest survives
+    started.start()
+    assert (
+        started.run("tests/test_many.py", "-q", "-p", "no:randomly", "-k", "not 13").returncode == 0
+    )
+    wait_for(lambda: len(status_json(started)["chains"]) == 1, message="the old chain evicted")
+    (chain,) = status_json(started)["chains"]
+    assert chain["args"] == ["-p", "no:randomly"]
+
+
+def status_json(project: Project) -> dict[str, Any]:
+    return json.loads(project.snapd("status", "--json").stdout)  # type: ignore[no-any-return]

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from snapd import fileset
+from snapd import config, fileset
+from snapd.manager import watcher
 from snapd.manager.snapshots import BUILDING, READY, THREADS, Snapshot
 
 log = logging.getLogger("snapd.manager")
@@ -49,6 +50,7 @@ class Chain:
         state_file: str,
         log_file: str,
         spawn: Spawn,
+        settings: config.Settings,
     ) -> None:
         self.key = key
         self.rootdir = rootdir
@@ -59,6 +61,7 @@ class Chain:
         self.state_file = state_file
         self.log_file = log_file
         self.spawn = spawn
+        self.settings = settings
         self.changed = threading.Condition()
         self.base: Snapshot | None = None
         self.session: Snapshot | None = None
@@ -112,6 +115,7 @@ class Chain:
             "cwd": self.build_dir,
             "parent": base.pid,
             "preload": self._preload(),
+            "after_fork": list(self.settings.after_fork),
         }
         session = Snapshot("session", ours, self.changed)
         with self.changed:
@@ -168,12 +172,12 @@ class Chain:
                 return "timed out waiting for the base snapshot to build"
             if not base.serving():
                 return f"the base snapshot is {base.state}: {base.reason}"
-            moved = fileset.changed(base.files)
+            moved = self._relevant(fileset.changed(base.files))
             if moved:
                 self.invalidate(moved)
                 continue
             if session is not None and session.serving():
-                moved = fileset.changed(session.files)
+                moved = self._relevant(fileset.changed(session.files))
                 if not moved:
                     return Choice(session, [])
                 fileset.drop_bytecode(moved)
@@ -185,9 +189,12 @@ class Chain:
                 notice = f"session snapshot unusable ({session.reason}); served from the base"
             return Choice(base, [], notice)
 
+    def _relevant(self, paths: list[str]) -> list[str]:
+        return sorted(watcher.ignoring(paths, self.rootdir, self.settings.watch_ignore))
+
     def invalidate(self, paths: Iterable[str]) -> bool:
         """Invalidate the snapshots holding ``paths`` and rebuild; True if any was."""
-        paths = list(paths)
+        paths = self._relevant(list(paths))
         fileset.drop_bytecode(paths)
         base, session = self.base, self.session
         if base is not None and base.state in (READY, BUILDING) and _holds(base, paths):

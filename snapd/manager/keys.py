@@ -153,9 +153,8 @@ def stable_env(
     return {name: value for name, value in env.items() if not _volatile(name, volatile)}
 
 
-def volatile_patterns(env: Mapping[str, str]) -> tuple[str, ...]:
-    """The default patterns plus ``SNAPD_ENV_IGNORE`` (comma-separated globs) from ``env``."""
-    extra = [p.strip() for p in env.get("SNAPD_ENV_IGNORE", "").split(",") if p.strip()]
+def volatile_patterns(extra: Sequence[str] = ()) -> tuple[str, ...]:
+    """The default patterns plus the configured ``env_ignore`` globs."""
     return (*DEFAULT_VOLATILE_ENV, *extra)
 
 

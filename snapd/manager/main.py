@@ -14,6 +14,7 @@ import socket
 import sys
 from typing import IO
 
+from snapd import config
 from snapd.manager.server import Manager
 from snapd.paths import ProjectPaths
 
@@ -32,6 +33,11 @@ def take_lock(paths: ProjectPaths) -> IO[str] | None:
 def run(rootdir: str, *, foreground: bool = False) -> int:
     paths = ProjectPaths.for_rootdir(rootdir)
     paths.create()
+    try:
+        settings = config.load(rootdir)
+    except config.ConfigError as e:
+        print(f"snapd: {e}", file=sys.stderr)
+        return 2
     lock = take_lock(paths)
     if lock is None:
         print(f"snapd: already running for {rootdir}", file=sys.stderr)
@@ -52,7 +58,11 @@ def run(rootdir: str, *, foreground: bool = False) -> int:
     with open(paths.pidfile, "w") as f:
         f.write(f"{os.getpid()}\n")
     logging.getLogger("snapd.manager").info("serving %s on %s", rootdir, paths.socket)
-    manager = Manager(paths, listener)
+    if settings.extra:
+        logging.getLogger("snapd.manager").warning(
+            "unknown [tool.snapd] settings ignored: %s", ", ".join(sorted(settings.extra))
+        )
+    manager = Manager(paths, listener, settings)
     try:
         manager.serve_forever()
     finally:

@@ -17,16 +17,16 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from snapd import fileset, protocol
-from snapd.manager import keys, watcher
+from snapd import config, fileset, protocol
+from snapd.manager import keys, memory, watcher
 from snapd.manager.chain import Chain, Choice
 from snapd.manager.snapshots import Spare
 from snapd.paths import ProjectPaths
 
 log = logging.getLogger("snapd.manager")
 
-MAX_CHAINS = int(os.environ.get("SNAPD_MAX_CHAINS", "3"))
-BUILD_TIMEOUT = float(os.environ.get("SNAPD_BUILD_TIMEOUT", "600"))
+# How often the main thread looks at idleness and memory when nothing else wakes it.
+_TICK_SECONDS = 2.0
 _PEERCRED = struct.Struct("3i")
 _RUN_FIELDS = {"args": list, "cwd": str, "env": dict, "argv0": str, "interpreter": str}
 
@@ -36,9 +36,13 @@ class BadRequest(Exception):
 
 
 class Manager:
-    def __init__(self, paths: ProjectPaths, listener: socket.socket) -> None:
+    def __init__(
+        self, paths: ProjectPaths, listener: socket.socket, settings: config.Settings
+    ) -> None:
         self.paths = paths
         self.listener = listener
+        self.settings = settings
+        self.last_active = time.monotonic()
         self.chains: dict[str, Chain] = {}
         self.default_key: str | None = None
         self.lock = threading.Lock()
@@ -65,11 +69,17 @@ class Manager:
         threading.Thread(target=self._accept, name="accept", daemon=True).start()
         stop_watch = threading.Event()
         watch = threading.Thread(
-            target=watcher.watch, args=(self.paths.rootdir, self._changed, stop_watch), daemon=True
+            target=watcher.watch,
+            args=(self.paths.rootdir, self._changed, stop_watch, self.settings),
+            daemon=True,
         )
         watch.start()
         while True:
-            job = self._spawns.get()
+            try:
+                job = self._spawns.get(timeout=_TICK_SECONDS)
+            except queue.Empty:
+                self._tick()
+                continue
             if job is None:
                 break
             run, future = job
@@ -119,6 +129,14 @@ class Manager:
                 os.unlink(path)
         log.info("stopped")
 
+    def _tick(self) -> None:
+        idle = self.settings.idle_timeout
+        busy = any(s.running for c in self.chains.values() for s in (c.base, c.session) if s)
+        if idle and not busy and time.monotonic() - self.last_active > idle:
+            log.info("idle for %.0fs: stopping", idle)
+            self.stop()
+        self._evict()
+
     def _all_pids(self) -> list[int]:
         pids = []
         for chain in self.chains.values():
@@ -135,7 +153,7 @@ class Manager:
         self, interpreter: str, args: list[str], env: dict[str, str], cwd: str = "."
     ) -> Chain:
         key_args, _ = keys.split_args(args, cwd)
-        stable = keys.stable_env(env, keys.volatile_patterns(env))
+        stable = keys.stable_env(env, keys.volatile_patterns(self.settings.env_ignore))
         # Key arguments may hold paths relative to the client's cwd: build there, then.
         build_dir = cwd if key_args else self.paths.rootdir
         key = keys.chain_key(interpreter, key_args, stable, build_dir if key_args else "")
@@ -153,6 +171,7 @@ class Manager:
                 self.paths.state,
                 self.paths.log,
                 self.spawn,
+                self.settings,
             )
             self.chains[key] = chain
             self._evict()
@@ -161,11 +180,18 @@ class Manager:
         return chain
 
     def _evict(self) -> None:
-        while len(self.chains) > MAX_CHAINS:
+        """Stop least recently used chains while over the chain count or the memory cap."""
+        while len(self.chains) > 1 and (
+            len(self.chains) > self.settings.max_chains or self._over_memory_cap()
+        ):
             oldest = min(self.chains.values(), key=lambda c: c.last_used)
             log.info("evicting chain %s", oldest.key)
             oldest.stop()
             del self.chains[oldest.key]
+
+    def _over_memory_cap(self) -> bool:
+        cap = self.settings.max_memory_mb
+        return bool(cap) and memory.pss_mb(self._all_pids()) > cap
 
     def _changed(self, paths: set[str]) -> None:
         for chain in list(self.chains.values()):
@@ -194,6 +220,7 @@ class Manager:
                 _reply(conn, {"op": "error", "message": "snapd serves only its own user"})
                 return
             conn.settimeout(60)
+            self.last_active = time.monotonic()
             fds: list[int] = []
             try:
                 got = protocol.recv(conn)
@@ -219,7 +246,7 @@ class Manager:
             _reply(conn, {"op": "status", **self.status()})
         elif op == "wait":
             chain = self.chains.get(self.default_key or "")
-            state = chain.wait_ready(BUILD_TIMEOUT) if chain else "missing"
+            state = chain.wait_ready(self.settings.build_timeout) if chain else "missing"
             _reply(conn, {"op": "waited", "state": state, **self.status()})
         elif op == "stop":
             _reply(conn, {"op": "stopping", "pid": os.getpid()})
@@ -243,7 +270,7 @@ class Manager:
         chain = self._chain_for(
             message["interpreter"], message["args"], message["env"], message["cwd"]
         )
-        choice = chain.choose(BUILD_TIMEOUT)
+        choice = chain.choose(self.settings.build_timeout)
         spare = choice.snapshot.take_spare(timeout=30) if isinstance(choice, Choice) else None
         if not isinstance(choice, Choice) or spare is None:
             reason = choice if isinstance(choice, str) else "no request child could be forked"

@@ -17,7 +17,7 @@ import sys
 import traceback
 from typing import NoReturn
 
-from snapd import protocol
+from snapd import forks, protocol
 from snapd.snapshot import record, reuse
 
 
@@ -65,6 +65,7 @@ def run(message: protocol.Message, fds: list[int]) -> int:
     importlib.invalidate_caches()
     # atexit handlers registered from here on are this run's own, and run as they would cold.
     atexit._clear()
+    forks.run()
     try:
         if os.environ.get("SNAPD_PROFILE_CHILD"):
             import cProfile

@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from snapd import fileset, protocol
+from snapd import fileset, forks, protocol
 from snapd.snapshot import lifetime, record, reuse, serve
 
 base_modules: dict[str, types.ModuleType] = {}
@@ -34,7 +34,9 @@ _SNAPSHOT_ARGS = ["-s", "-qq"]
 def build(control: socket.socket, message: protocol.Message) -> NoReturn:
     lifetime.die_with_parent(int(message["parent"]))
     reuse.rootdir = message["rootdir"]
-    plugin = SessionPlugin(control, Path(message["rootdir"]), message.get("preload", []))
+    plugin = SessionPlugin(
+        control, Path(message["rootdir"]), message.get("preload", []), message["after_fork"]
+    )
     os.chdir(message["cwd"])
     record.start()
     try:
@@ -50,10 +52,13 @@ def build(control: socket.socket, message: protocol.Message) -> NoReturn:
 
 
 class SessionPlugin:
-    def __init__(self, control: socket.socket, rootdir: Path, preload: list[str]) -> None:
+    def __init__(
+        self, control: socket.socket, rootdir: Path, preload: list[str], after_fork: list[str]
+    ) -> None:
         self.control = control
         self.rootdir = rootdir
         self.preload = preload
+        self.after_fork = tuple(after_fork)
         self.root_handlers = list(logging.root.handlers)
 
     @pytest.hookimpl(tryfirst=True)
@@ -62,6 +67,8 @@ class SessionPlugin:
         session._setupstate.setup(session)  # type: ignore[arg-type]
         serve.import_quietly(self.preload)
         failed_fixtures = _prewarm(session)
+        forks.resolve(self.after_fork)
+        forks.prepare()
         reuse.foreign_log_handlers[:] = [
             h for h in logging.root.handlers if h not in self.root_handlers
         ]
