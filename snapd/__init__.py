@@ -5,6 +5,9 @@ session fixtures; ``snapd pytest ARGS`` forks a child from the deepest snapshot 
 your edits and runs the real pytest there, on your terminal.
 
 The public API is one decorator, ``snapd.after_fork`` (see ``snapd.forks``).
+
+PYTEST_DONT_REWRITE: snapd is a pytest plugin's distribution, already imported wherever it
+serves a run, and has no assertions worth rewriting.
 """
 
 from __future__ import annotations

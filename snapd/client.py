@@ -24,36 +24,41 @@ START_TIMEOUT = 10.0
 
 
 def main(args: list[str]) -> NoReturn:
+    cold(args, serve(args, dict(os.environ)))
+
+
+def serve(args: list[str], env: dict[str, str]) -> str:
+    """Have the daemon run ``pytest args`` and end as that run ends; or say why it cannot."""
     try:
         paths = ProjectPaths.for_rootdir(find_rootdir(os.getcwd()))
         sock = connect(paths, autostart=_autostart)
     except (OSError, RuntimeDirError) as e:
-        cold(args, f"cannot reach the daemon ({e})")
+        return f"cannot reach the daemon ({e})"
     if sock is None:
-        cold(args, "no daemon running (start one with `snapd start`)")
+        return "no daemon running (start one with `snapd start`)"
     try:
-        protocol.send(sock, _request(args), [0, 1, 2])
+        protocol.send(sock, _request(args, env), [0, 1, 2])
         got = protocol.recv(sock)
     except (OSError, protocol.ProtocolError) as e:
-        cold(args, f"the daemon failed ({e})")
+        return f"the daemon failed ({e})"
     if got is None:
-        cold(args, "the daemon closed the connection")
+        return "the daemon closed the connection"
     message, _ = got
     if message["op"] == "fallback":
-        cold(args, str(message.get("reason")))
+        return str(message.get("reason"))
     if message["op"] != "started":
-        cold(args, f"the daemon refused the run: {message.get('message', message)}")
+        return f"the daemon refused the run: {message.get('message', message)}"
     if message.get("notice"):
         print(f"snapd: {message['notice']}", file=sys.stderr, flush=True)
     follow(sock, int(message["pid"]))
 
 
-def _request(args: list[str]) -> protocol.Message:
+def _request(args: list[str], env: dict[str, str]) -> protocol.Message:
     return {
         "op": "run",
         "args": args,
         "cwd": os.getcwd(),
-        "env": dict(os.environ),
+        "env": env,
         "argv0": _pytest_script(),
         "interpreter": sys.executable,
     }
@@ -161,10 +166,13 @@ def _suspend(pid: int) -> None:
     _signal_child(pid, signal.SIGCONT)
 
 
+def notice(reason: str) -> None:
+    print(f"snapd: {reason}; running plain pytest", file=sys.stderr, flush=True)
+
+
 def cold(args: list[str], reason: str) -> NoReturn:
     """Run plain pytest in this process, as its console script would."""
-    print(f"snapd: {reason}; running plain pytest", file=sys.stderr)
-    sys.stderr.flush()
+    notice(reason)
     import _pytest.config
 
     sys.argv = [_pytest_script(), *args]

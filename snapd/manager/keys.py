@@ -51,6 +51,9 @@ _KEY_VALUE_OPTIONS = {
 # Short options: flags that may be clustered (``-vx``); per-request ones taking a value
 # (``-k EXPR``, ``-rA``); everything else shapes configuration.
 _SHORT_FLAGS = {"x", "v", "q", "s", "l", "h", "V"}
+# ``-p`` values that are safe per request: without the cache every child reads it afresh
+# anyway (common in CI); snapd's own plugin does nothing inside a request child.
+_REQUEST_PLUGINS = {"no:cacheprovider", "snapd"}
 _SHORT_VALUES = {"k", "m", "r", "W"}
 _SHORT_KEY_VALUES = {"p", "c", "o", "n"}
 
@@ -85,8 +88,7 @@ def split_args(args: Sequence[str], cwd: str = ".") -> tuple[list[str], list[str
         if not arg.startswith("-") or arg == "-":
             request.append(arg)
             continue
-        if arg in ("-pno:cacheprovider", "-p") and _plugin(args, i) == "no:cacheprovider":
-            # Common in CI, and safe: every child reads the cache afresh.
+        if arg.startswith("-p") and _plugin(args, i) in _REQUEST_PLUGINS:
             request.extend(args[i - 1 : i + (arg == "-p")])
             i += arg == "-p"
             continue
