@@ -68,16 +68,22 @@ def changed(entries: MutableMapping[str, Stamp | None]) -> list[str]:
     so it is not read again on the next check.
     """
     moved = []
+    stat = os.stat  # on every request, for thousands of files: keep the loop lean
     for path, recorded in entries.items():
         try:
-            info = os.stat(path)
+            info = stat(path)
         except OSError:  # gone, or out of reach now: changed unless it was absent before
             if recorded is not None:
                 moved.append(path)
             continue
-        if recorded is None or (path.endswith("/") and info.st_mtime_ns != recorded[0]):
+        if recorded is None:
             moved.append(path)
-        elif not path.endswith("/") and (info.st_mtime_ns, info.st_size) != recorded[:2]:
+        elif info.st_mtime_ns == recorded[0] and info.st_size == recorded[1]:
+            continue
+        elif path.endswith("/"):  # a folder: only its mtime counts
+            if info.st_mtime_ns != recorded[0]:
+                moved.append(path)
+        else:
             try:
                 content = digest(path)
             except OSError:

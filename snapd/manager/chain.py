@@ -219,7 +219,7 @@ class Chain:
     def stop(self) -> None:
         for snapshot in (self.session, self.base):
             if snapshot is not None:
-                snapshot.send({"op": "stop"})
+                snapshot.stop()
 
     def pids(self) -> list[int]:
         return [s.pid for s in (self.base, self.session) if s is not None and s.pid]

@@ -83,14 +83,24 @@ class Snapshot:
 
     def retire(self) -> None:
         """Drop the spares; stop the process once no request of it runs."""
+        if self.running:
+            self._drop_spares()
+        else:
+            self.stop()
+
+    def stop(self) -> None:
+        """Drop the spares (they exit when their socket closes) and stop the process; it
+        waits for its running children itself."""
+        self._drop_spares()
+        self.send({"op": "stop"})
+
+    def _drop_spares(self) -> None:
         while True:
             try:
                 spare = self.spares.get_nowait()
             except queue.Empty:
-                break
+                return
             spare.sock.close()
-        if not self.running:
-            self.send({"op": "stop"})
 
     def take_spare(self, timeout: float) -> Spare | None:
         """A spare to run a request in; another is forked at once for the next one."""
@@ -199,10 +209,10 @@ class Snapshot:
         last = self.reason.strip().splitlines()[-1:]
         log.info("%s snapshot %s %s in %.2fs %s", self.layer, self.pid, self.state,
                  self.build_seconds, last)  # fmt: skip
-        if self.state == READY:
-            self.send({"op": "spare"})
-        else:
+        if self.state != READY:
             self.retire()
+        elif self.layer == "session":  # a base serves rarely: it forks spares on demand
+            self.send({"op": "spare"})
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import os
 import sys
-import sysconfig
 from typing import Any
 
 from snapd import fileset
 
 _IGNORED_PREFIXES = ("/proc/", "/sys/", "/dev/")
-_STDLIB = tuple({sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]} - {""})
+# The interpreter's own standard library never changes under a running project. (Not
+# sysconfig's platstdlib: in a venv that is the venv's lib folder, site-packages included.)
+_STDLIB = os.path.dirname(os.__file__) + os.sep
+_BASE_SITE = os.path.join(_STDLIB, "site-packages") + os.sep
+
+
+def _stdlib(path: str) -> bool:
+    return path.startswith(_STDLIB) and not path.startswith(_BASE_SITE)
 
 _opened: dict[str, tuple[int, int] | None] = {}
 _active = False
@@ -75,7 +81,7 @@ def module_files(modules: dict[str, Any] | None = None) -> dict[str, str]:
     found = {}
     for name, module in list((modules or sys.modules).items()):
         path = getattr(module, "__file__", None)
-        if isinstance(path, str) and not path.startswith(_STDLIB):
+        if isinstance(path, str) and not _stdlib(path):
             found[source_of(os.path.abspath(path))] = name
     return found
 
@@ -95,5 +101,5 @@ def collect(paths: set[str]) -> tuple[fileset.Entries, list[str]]:
             now = None
         if now != seen:
             stale.append(path)
-    wanted = {p for p in paths | set(_opened) if not p.startswith(_STDLIB)}
+    wanted = {p for p in paths | set(_opened) if not _stdlib(p)}
     return fileset.stamps(sorted(wanted)), stale

@@ -28,7 +28,11 @@ ForkSession = Callable[[socket.socket, protocol.Message], NoReturn]
 
 
 def serve(control: socket.socket, fork_session: ForkSession | None = None) -> None:
-    """Answer the manager until it says ``stop`` or goes away."""
+    """Answer the manager until it says ``stop`` or goes away; then wait for the children.
+
+    A session snapshot tears its fixtures down only after the runs that use them ended, and
+    a base exits only after its sessions did (they die with it).
+    """
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     previous = signal.signal(signal.SIGCHLD, lambda *_: None)
     old_wakeup = signal.set_wakeup_fd(wake_w)
@@ -56,6 +60,15 @@ def serve(control: socket.socket, fork_session: ForkSession | None = None) -> No
         signal.signal(signal.SIGCHLD, previous)
         os.close(wake_r)
         os.close(wake_w)
+    _wait_for_children()
+
+
+def _wait_for_children() -> None:
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
 
 
 def _fork(
