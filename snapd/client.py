@@ -38,7 +38,7 @@ def serve(args: list[str], env: dict[str, str]) -> str:
         return "no daemon running (start one with `snapd start`)"
     try:
         protocol.send(sock, _request(args, env), [0, 1, 2])
-        got = protocol.recv(sock)
+        got = receive_past_progress(sock)
     except (OSError, protocol.ProtocolError) as e:
         return f"the daemon failed ({e})"
     if got is None:
@@ -51,6 +51,27 @@ def serve(args: list[str], env: dict[str, str]) -> str:
     if message.get("notice"):
         print(f"snapd: {message['notice']}", file=sys.stderr, flush=True)
     follow(sock, int(message["pid"]))
+
+
+def receive_past_progress(sock: socket.socket) -> tuple[protocol.Message, list[int]] | None:
+    """The next message that is not a build's progress; the progress is shown on a tty."""
+    shown = False
+    tty = sys.stderr.isatty()
+    while True:
+        got = protocol.recv(sock)
+        if got is None or got[0]["op"] != "progress":
+            if shown:
+                sys.stderr.write("\r\x1b[K")
+                sys.stderr.flush()
+            return got
+        if tty:
+            p = got[0]
+            sys.stderr.write(
+                f"\r\x1b[Ksnapd: building the {p.get('layer')} snapshot: {p.get('phase')}, "
+                f"{p.get('modules')} modules, {p.get('elapsed', 0):.1f}s"
+            )
+            sys.stderr.flush()
+            shown = True
 
 
 def _request(args: list[str], env: dict[str, str]) -> protocol.Message:

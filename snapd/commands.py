@@ -91,7 +91,7 @@ def start(foreground: bool, wait: bool, poll: bool) -> None:
             raise click.ClickException(f"the daemon did not start; see {paths.log}")
         with sock:
             protocol.send(sock, {"op": "wait"})
-            got = protocol.recv(sock)
+            got = client.receive_past_progress(sock)
         state = got[0].get("state") if got else "gone"
         click.echo(f"snapd: session snapshot {state}")
         if state != "ready":

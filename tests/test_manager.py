@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -16,6 +17,7 @@ from typing import Any
 import psutil
 import pytest
 from conftest import SNAPD, Project, wait_for
+from ptyrun import PtyProcess
 
 from snapd import protocol
 
@@ -205,3 +207,15 @@ def test_memory_cap_keeps_only_the_newest_chain(started: Project) -> None:
 
 def status_json(project: Project) -> dict[str, Any]:
     return json.loads(project.snapd("status", "--json").stdout)  # type: ignore[no-any-return]
+
+
+def test_start_wait_shows_progress_on_a_tty_only(project: Project) -> None:
+    project.write("tests/conftest.py", "import time\ntime.sleep(1.5)  # a slow conftest\n")
+    project.write("tests/test_a.py", "def test_a():\n    pass\n")
+    term = PtyProcess([SNAPD, "start", "--wait"], str(project.root), project.env)
+    assert term.wait(timeout=120) == 0
+    assert re.search(r"building the session snapshot: [a-z ]+, \d+ modules, \d+\.\ds", term.text)
+    assert term.text.rstrip().endswith("snapd: session snapshot ready")
+    project.snapd("stop")
+    quiet = project.snapd("start", "--wait")
+    assert "building" not in quiet.stdout + quiet.stderr

@@ -26,6 +26,7 @@ log = logging.getLogger("snapd.manager")
 _BASE_BOOT = "from snapd.snapshot.base import main; main()"
 
 Spawn = Callable[[Callable[[], Any]], Any]
+Progress = Callable[[dict[str, Any]], None]
 
 
 @dataclass
@@ -157,16 +158,18 @@ class Chain:
 
     # -- serving ----------------------------------------------------------------------------
 
-    def choose(self, timeout: float) -> Choice | str:
-        """The deepest valid snapshot for a request, or why there is none."""
+    def choose(self, timeout: float, waiting: Progress | None = None) -> Choice | str:
+        """The deepest valid snapshot for a request, or why there is none.
+
+        ``waiting`` is told the build's progress while the request waits for a base.
+        """
         self.last_used = time.monotonic()
         deadline = time.monotonic() + timeout
         while True:
+            self._wait(
+                lambda: self.base is not None and self.base.state != BUILDING, deadline, waiting
+            )
             with self.changed:
-                self.changed.wait_for(
-                    lambda: self.base is not None and self.base.state != BUILDING,
-                    timeout=max(0.0, deadline - time.monotonic()),
-                )
                 base, session = self.base, self.session
             if base is None or base.state == BUILDING:
                 return "timed out waiting for the base snapshot to build"
@@ -224,22 +227,37 @@ class Chain:
     def pids(self) -> list[int]:
         return [s.pid for s in (self.base, self.session) if s is not None and s.pid]
 
-    def wait_ready(self, timeout: float) -> str:
+    def wait_ready(self, timeout: float, waiting: Progress | None = None) -> str:
         """Wait for the session to be built; its state."""
+        self._wait(self._settled, time.monotonic() + timeout, waiting)
         with self.changed:
-            self.changed.wait_for(
-                lambda: (
-                    self.base is not None
-                    and self.base.state != BUILDING
-                    and (
-                        self.base.state != READY
-                        or (self.session is not None and self.session.state != BUILDING)
-                    )
-                ),
-                timeout=timeout,
-            )
             snapshot = self.session if self.session is not None else self.base
             return snapshot.state if snapshot is not None else BUILDING
+
+    def _wait(self, done: Callable[[], bool], deadline: float, waiting: Progress | None) -> None:
+        while True:
+            with self.changed:
+                left = deadline - time.monotonic()
+                if done() or left <= 0:
+                    return
+                self.changed.wait_for(done, timeout=min(left, 0.5) if waiting else left)
+                if done():
+                    return
+                building = self._building()
+            if waiting is not None and building is not None:
+                waiting(
+                    {
+                        "layer": building.layer,
+                        **building.progress,
+                        "elapsed": time.monotonic() - building.started,
+                    }
+                )
+
+    def _building(self) -> Snapshot | None:
+        for snapshot in (self.base, self.session):
+            if snapshot is not None and snapshot.state == BUILDING:
+                return snapshot
+        return None
 
     def _settled(self) -> bool:
         base, session = self.base, self.session

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -49,6 +50,10 @@ class Manager:
         self.stopping = threading.Event()
         self.started = time.time()
         self.counts = {"requests": 0, "session": 0, "base": 0, "fallback": 0, "errors": 0}
+        # Seconds from a run's request to its exit, by the layer that served it (recent ones).
+        self.latencies: dict[str, collections.deque[float]] = {
+            layer: collections.deque(maxlen=1000) for layer in ("session", "base")
+        }
         # snapd's own sources: when they change (an upgrade), this manager's code and that of
         # the snapshots it would spawn no longer match, so it restarts.
         self.own_files = fileset.stamps(_own_sources())
@@ -246,7 +251,11 @@ class Manager:
             _reply(conn, {"op": "status", **self.status()})
         elif op == "wait":
             chain = self.chains.get(self.default_key or "")
-            state = chain.wait_ready(self.settings.build_timeout) if chain else "missing"
+            state = (
+                chain.wait_ready(self.settings.build_timeout, _progress_to(conn))
+                if chain
+                else "missing"
+            )
             _reply(conn, {"op": "waited", "state": state, **self.status()})
         elif op == "stop":
             _reply(conn, {"op": "stopping", "pid": os.getpid()})
@@ -259,6 +268,7 @@ class Manager:
     def _run(self, conn: socket.socket, message: protocol.Message, fds: list[int]) -> None:
         _validate(message, fds)
         self.counts["requests"] += 1
+        began = time.monotonic()
         if fileset.changed(self.own_files):
             self.counts["fallback"] += 1
             reason = "snapd itself changed since the daemon started; the daemon restarts"
@@ -270,7 +280,7 @@ class Manager:
         chain = self._chain_for(
             message["interpreter"], message["args"], message["env"], message["cwd"]
         )
-        choice = chain.choose(self.settings.build_timeout)
+        choice = chain.choose(self.settings.build_timeout, _progress_to(conn))
         spare = choice.snapshot.take_spare(timeout=30) if isinstance(choice, Choice) else None
         if not isinstance(choice, Choice) or spare is None:
             reason = choice if isinstance(choice, str) else "no request child could be forked"
@@ -278,7 +288,8 @@ class Manager:
             _reply(conn, {"op": "fallback", "reason": reason})
             return
         try:
-            self._hand_over(conn, message, fds, chain, choice, spare)
+            if self._hand_over(conn, message, fds, chain, choice, spare):
+                self.latencies[choice.snapshot.layer].append(time.monotonic() - began)
         finally:
             choice.snapshot.release(spare)
             spare.sock.close()
@@ -291,7 +302,8 @@ class Manager:
         chain: Chain,
         choice: Choice,
         spare: Spare,
-    ) -> None:
+    ) -> bool:
+        """Run the request in ``spare``; True once its exit was passed on to the client."""
         request = {key: message[key] for key in ("args", "cwd", "env", "argv0")}
         protocol.send(spare.sock, {"op": "run", **request, "reload": choice.reload}, fds)
         protocol.close_fds(fds)
@@ -301,10 +313,11 @@ class Manager:
         _reply(conn, {**started, "notice": choice.notice})
         code, imported = _wait_for_exit(conn, spare)
         if code is None:
-            return
+            return False
         _reply(conn, {"op": "exit", "code": code})
         if imported:
             chain.learn(imported)
+        return True
 
     def status(self) -> dict[str, Any]:
         return {
@@ -314,9 +327,24 @@ class Manager:
             "log": self.paths.log,
             "uptime_seconds": time.time() - self.started,
             "counts": dict(self.counts),
+            "latency": {layer: _percentiles(list(v)) for layer, v in self.latencies.items()},
             "chains": [c.describe() for c in self.chains.values()],
             "default_chain": self.default_key,
         }
+
+
+def _progress_to(conn: socket.socket) -> Callable[[dict[str, Any]], None]:
+    return lambda progress: _reply(conn, {"op": "progress", **progress})
+
+
+def _percentiles(samples: list[float]) -> dict[str, float | int | None]:
+    """p50 and p95 of ``samples`` (nearest rank), with their count."""
+    ordered = sorted(samples)
+
+    def rank(q: float) -> float | None:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
+
+    return {"count": len(ordered), "p50": rank(0.50), "p95": rank(0.95)}
 
 
 def _own_sources() -> list[str]:

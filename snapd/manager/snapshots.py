@@ -53,6 +53,7 @@ class Snapshot:
         self.files: fileset.Entries = {}
         self.test_modules: dict[str, str] = {}
         self.info: dict[str, Any] = {}
+        self.progress: dict[str, Any] = {"phase": "starting", "modules": 0}
         self.started = time.monotonic()
         self.build_seconds: float | None = None
         self.spares: queue.Queue[Spare] = queue.Queue()
@@ -163,6 +164,10 @@ class Snapshot:
                 child.finish(int(message["code"]))
         elif op in ("ready", "failed"):
             self._built(message)
+        elif op == "progress":
+            with self.changed:
+                self.progress = {"phase": message.get("phase"), "modules": message.get("modules")}
+                self.changed.notify_all()
         elif op == "imported":
             with self.changed:
                 files = message.get("files", {})

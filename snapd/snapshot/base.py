@@ -33,7 +33,7 @@ def main() -> None:
     message, _ = got
     os.chdir(message["rootdir"])
     reuse.rootdir = message["rootdir"]
-    record.start()
+    record.start(lambda modules: _progress(control, modules))
     failed = _import_all(message.get("preload", []))
     record.stop()
     entries, stale = record.collect(set(record.module_files()) | _site_dirs())
@@ -54,6 +54,10 @@ def main() -> None:
     session.base_modules.update(sys.modules)
     serve.serve(control, fork_session=session.build)
     os._exit(0)
+
+
+def _progress(control: socket.socket, modules: int) -> None:
+    protocol.send(control, {"op": "progress", "phase": "importing", "modules": modules})
 
 
 def _import_all(preload: list[str]) -> list[str]:

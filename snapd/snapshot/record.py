@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 from snapd import fileset
@@ -23,27 +25,38 @@ _BASE_SITE = os.path.join(_STDLIB, "site-packages") + os.sep
 def _stdlib(path: str) -> bool:
     return path.startswith(_STDLIB) and not path.startswith(_BASE_SITE)
 
+
 _opened: dict[str, tuple[int, int] | None] = {}
 _active = False
+# Told how many modules are loaded, now and then while recording: the build's progress.
+_progress: Callable[[int], object] | None = None
+_PROGRESS_EVERY = 0.25
+_last_progress = 0.0
 
 
-def start() -> None:
+def start(progress: Callable[[int], object] | None = None) -> None:
     """Begin recording (the hook is added once; audit hooks cannot be removed)."""
-    global _active
+    global _active, _progress
     if not getattr(sys, "_snapd_hook", False):
         sys.addaudithook(_hook)
         sys._snapd_hook = True  # type: ignore[attr-defined]
     _opened.clear()
+    _progress = progress
     _active = True
 
 
 def stop() -> None:
-    global _active
+    global _active, _progress
     _active = False
+    _progress = None
 
 
 def _hook(event: str, args: tuple[Any, ...]) -> None:
-    if not _active or event != "open":
+    if not _active:
+        return
+    if event == "import":
+        _report_progress()
+    if event != "open":
         return
     path, mode, flags = args
     if isinstance(path, bytes):
@@ -60,6 +73,19 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
         return
     if not os.path.isdir(path):
         _opened[path] = (info.st_mtime_ns, info.st_size)
+
+
+def _report_progress() -> None:
+    global _last_progress, _progress
+    now = time.monotonic()
+    if _progress is None or now - _last_progress < _PROGRESS_EVERY:
+        return
+    _last_progress = now
+    report, _progress = _progress, None  # not re-entered from what it imports or opens
+    try:
+        report(len(sys.modules))
+    finally:
+        _progress = report
 
 
 def _reading(mode: str | None, flags: int) -> bool:

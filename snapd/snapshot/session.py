@@ -38,7 +38,7 @@ def build(control: socket.socket, message: protocol.Message) -> NoReturn:
         control, Path(message["rootdir"]), message.get("preload", []), message["after_fork"]
     )
     os.chdir(message["cwd"])
-    record.start()
+    record.start(plugin.progress)
     try:
         code = int(pytest.main([*message["args"], *_SNAPSHOT_ARGS], plugins=[plugin]))
         reason = f"pytest ended with exit code {code} before collection finished"
@@ -59,10 +59,20 @@ class SessionPlugin:
         self.rootdir = rootdir
         self.preload = preload
         self.after_fork = tuple(after_fork)
+        self.phase = "loading config and conftests"
+
+    def progress(self, modules: int) -> None:
+        protocol.send(self.control, {"op": "progress", "phase": self.phase, "modules": modules})
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection(self) -> None:
+        self.phase = "collecting"
         self.root_handlers = list(logging.root.handlers)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
+        self.phase = "setting up session fixtures"
+        self.progress(len(sys.modules))
         # Session fixtures' finalizers attach to the session: it must be on the setup stack.
         session._setupstate.setup(session)  # type: ignore[arg-type]
         serve.import_quietly(self.preload)
