@@ -67,13 +67,6 @@ def run(message: protocol.Message, fds: list[int]) -> int:
     atexit._clear()
     forks.run()
     try:
-        if os.environ.get("SNAPD_PROFILE_CHILD"):
-            import cProfile
-
-            prof = cProfile.Profile()
-            code = prof.runcall(reuse.run_pytest, args)
-            prof.dump_stats(os.environ["SNAPD_PROFILE_CHILD"])
-            return code
         return reuse.run_pytest(args)
     finally:
         atexit._run_exitfuncs()
