@@ -24,7 +24,11 @@ START_TIMEOUT = 10.0
 
 
 def main(args: list[str]) -> NoReturn:
-    cold(args, serve(args, dict(os.environ)))
+    try:
+        reason = serve(args, dict(os.environ))
+    except KeyboardInterrupt:  # Ctrl-C while waiting for a build: end as a shell would
+        os._exit(128 + signal.SIGINT)
+    cold(args, reason)
 
 
 def serve(args: list[str], env: dict[str, str]) -> str:
@@ -37,7 +41,7 @@ def serve(args: list[str], env: dict[str, str]) -> str:
     if sock is None:
         return "no daemon running (start one with `snapd start`)"
     try:
-        protocol.send(sock, _request(args, env), [0, 1, 2])
+        protocol.send(sock, _request(args, env), _standard_fds())
         got = receive_past_progress(sock)
     except (OSError, protocol.ProtocolError) as e:
         return f"the daemon failed ({e})"
@@ -72,6 +76,18 @@ def receive_past_progress(sock: socket.socket) -> tuple[protocol.Message, list[i
             )
             sys.stderr.flush()
             shown = True
+
+
+def _standard_fds() -> list[int]:
+    """Our fds 0, 1 and 2, with /dev/null standing in for any that is closed."""
+    fds = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+            fds.append(fd)
+        except OSError:
+            fds.append(os.open(os.devnull, os.O_RDWR))
+    return fds
 
 
 def _request(args: list[str], env: dict[str, str]) -> protocol.Message:

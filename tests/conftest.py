@@ -51,7 +51,7 @@ class Project:
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [SNAPD, *args], cwd=self.root, env=self.env, capture_output=True, text=True,
-            timeout=timeout, **kw,  # type: ignore[arg-type]
+            stdin=subprocess.DEVNULL, timeout=timeout, **kw,  # type: ignore[arg-type]
         )  # fmt: skip
 
     def run(self, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -62,7 +62,7 @@ class Project:
         """Plain ``pytest ARGS``: what snapd must match."""
         return subprocess.run(
             [PYTEST, *args], cwd=self.root, env=self.env, capture_output=True, text=True,
-            timeout=timeout,
+            stdin=subprocess.DEVNULL, timeout=timeout,
         )  # fmt: skip
 
     def start(self) -> None:

@@ -144,3 +144,15 @@ def test_without_a_daemon_it_runs_plain_pytest_and_says_so(project: Project) -> 
     assert "1 passed" in result.stdout
     assert result.stderr.startswith("snapd: no daemon running")
     assert result.stderr.count("\n") == 1
+
+
+def test_a_closed_stdin_is_served_like_dev_null(started: Project) -> None:
+    import subprocess
+
+    result = subprocess.run(
+        f"exec 0<&- && {SNAPD} pytest tests/test_only_pass.py", shell=True, cwd=started.root,
+        env=started.env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0
+    assert "1 passed" in result.stdout
+    assert "snapd:" not in result.stderr  # served, not a cold fallback
