@@ -219,3 +219,12 @@ def test_start_wait_shows_progress_on_a_tty_only(project: Project) -> None:
     project.snapd("stop")
     quiet = project.snapd("start", "--wait")
     assert "building" not in quiet.stdout + quiet.stderr
+
+
+def test_status_names_what_split_a_chain(started: Project) -> None:
+    started.env["APP_MODE"] = "secret-value"
+    assert started.run("tests/test_many.py", "-q", "-k", "not 13").returncode == 0
+    chains = status_json(started)["chains"]
+    split = next(c for c in chains if c["differs"])
+    assert split["differs"] == ["$APP_MODE"]
+    assert "secret-value" not in json.dumps(chains)

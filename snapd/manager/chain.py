@@ -59,6 +59,8 @@ class Chain:
         self.interpreter = interpreter
         self.args = args
         self.env = env
+        # The part of the environment that keyed this chain (volatile variables left out).
+        self.stable_env: dict[str, str] = {}
         self.state_file = state_file
         self.log_file = log_file
         self.spawn = spawn

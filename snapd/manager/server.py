@@ -134,6 +134,19 @@ class Manager:
                 os.unlink(path)
         log.info("stopped")
 
+    def _difference(self, chain: Chain) -> list[str]:
+        """What sets ``chain`` apart from the default one: argument and variable names only
+        (values may be secrets)."""
+        default = self.chains.get(self.default_key or "")
+        if default is None or default is chain:
+            return []
+        found = [f"args {' '.join(chain.args)}"] if chain.args != default.args else []
+        if chain.interpreter != default.interpreter:
+            found.append(f"interpreter {chain.interpreter}")
+        a, b = chain.stable_env, default.stable_env
+        found += sorted(f"${name}" for name in a.keys() | b.keys() if a.get(name) != b.get(name))
+        return found
+
     def _tick(self) -> None:
         idle = self.settings.idle_timeout
         busy = any(s.running for c in self.chains.values() for s in (c.base, c.session) if s)
@@ -178,6 +191,7 @@ class Manager:
                 self.spawn,
                 self.settings,
             )
+            chain.stable_env = stable
             self.chains[key] = chain
             self._evict()
         log.info("new chain %s: args %s", key, key_args)
@@ -328,7 +342,9 @@ class Manager:
             "uptime_seconds": time.time() - self.started,
             "counts": dict(self.counts),
             "latency": {layer: _percentiles(list(v)) for layer, v in self.latencies.items()},
-            "chains": [c.describe() for c in self.chains.values()],
+            "chains": [
+                {**c.describe(), "differs": self._difference(c)} for c in self.chains.values()
+            ],
             "default_chain": self.default_key,
         }
 
