@@ -179,3 +179,98 @@ def pytest() -> None:
       snapd pytest tests/test_api.py::test_login -x --pdb
     """
     client.main(sys.argv[2:])  # reached only through `python -m snapd.commands`
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option("--cold", is_flag=True, help="Profile one cold start of `pytest ARGS`; no daemon.")
+@click.option("--json", "as_json", is_flag=True, help="Print the schema's JSON document.")
+@click.option(
+    "--html", "html_file", type=click.Path(dir_okay=False), help="Also write a report page."
+)
+@click.option(
+    "--budget", type=click.FloatRange(min=0), metavar="SECONDS",
+    help="Exit 1 when start-up takes longer: the cold start with --cold, else the slowest "
+    "chain's build (base + session).",
+)  # fmt: skip
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Rows in each slowest-first table.")  # fmt: skip
+@click.option("--schema", "show_schema", is_flag=True, help="Print the JSON Schema and exit.")
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+def stats(
+    cold: bool,
+    as_json: bool,
+    html_file: str | None,
+    budget: float | None,
+    top: int,
+    show_schema: bool,
+    pytest_args: tuple[str, ...],
+) -> None:
+    """Where start-up time goes: imports, conftests, collection, session fixtures, memory.
+
+    Without --cold: the running daemon's requests by layer, its snapshots' build times and
+    memory (RSS, USS, PSS). With --cold: runs one instrumented cold start of `pytest ARGS`
+    (configuration, conftests, collection, then the session fixtures the collected tests
+    use; no test runs) and prints its breakdown. Exit codes: 0 ok, 1 over --budget,
+    2 pytest stopped with an error or a session fixture failed, 3 no daemon
+    running. See docs/stats.md.
+
+    \b
+    Example:
+      snapd stats
+      snapd stats --cold --budget 5 -- tests/test_api.py
+      snapd stats --cold --json --html startup.html -- tests/ > startup.json
+    """
+    from snapd import report
+
+    if show_schema:
+        click.echo(json.dumps(report.SCHEMA, indent=1))
+        return
+    if pytest_args and not cold:
+        raise click.UsageError("pytest arguments need --cold (e.g. snapd stats --cold -- tests/)")
+    doc, output = _stats_document(cold, list(pytest_args), budget, top)
+    _show_stats(doc, as_json, html_file, top)
+    if cold and (doc["exit_code"] not in (0, 5) or doc["profile"]["failed_fixtures"]):
+        # The start-up did not complete: the numbers miss what comes after the failure.
+        click.echo(output.rstrip()[-4000:], err=True)
+        sys.exit(2)
+    if doc["over_budget"]:
+        sys.exit(1)
+
+
+def _stats_document(
+    cold: bool, pytest_args: list[str], budget: float | None, top: int
+) -> tuple[dict[str, Any], str]:
+    """The stats document, and pytest's output for a cold run."""
+    from snapd import profile, report
+
+    if cold:
+        run = profile.run_cold(pytest_args, top=top)
+        return report.cold_document(run, pytest_args, budget), run.output
+    reply = _ask(_paths(), {"op": "status"})
+    if reply is None:
+        click.echo("snapd: not running (try `snapd stats --cold`)", err=True)
+        sys.exit(3)
+    return report.daemon_document(reply, budget), ""
+
+
+def _show_stats(doc: dict[str, Any], as_json: bool, html_file: str | None, top: int) -> None:
+    from snapd import report
+
+    if as_json:
+        click.echo(report.json_text(doc))
+    else:
+        for line in report.text_lines(doc, top):
+            click.echo(line)
+    if html_file:
+        with open(html_file, "w", encoding="utf-8") as f:
+            f.write(report.html_page(doc, top))
+        click.echo(f"snapd stats: wrote {html_file}", err=True)
+    if doc["over_budget"]:
+        seconds = doc.get("startup_seconds") or max(
+            c["startup_seconds"] or 0.0 for c in doc["chains"]
+        )
+        click.echo(
+            f"snapd stats: start-up {seconds:.2f} s is over the budget of "
+            f"{doc['budget_seconds']:.2f} s",
+            err=True,
+        )

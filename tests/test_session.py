@@ -104,3 +104,25 @@ def test_a_thread_in_the_snapshot_is_named_and_the_run_stays_exact(project: Proj
     assert warm.returncode == cold.returncode == 1
     assert normalise(warm.stdout) == normalise(cold.stdout)
     assert "metrics-poller" in warm.stderr and "served from the base" in warm.stderr
+
+
+def test_the_snapshots_log_handlers_stay_out_of_runs(project: Project) -> None:
+    project.write(
+        "pyproject.toml",
+        '[tool.pytest.ini_options]\ntestpaths = ["tests"]\nlog_cli = true\nlog_cli_level = "INFO"\n'
+        'log_file = "run.log"\nlog_file_level = "INFO"\nlog_file_format = "%(levelname)s %(message)s"\n',
+    )
+    project.write(
+        "tests/test_log.py",
+        "import logging\n\ndef test_log():\n    logging.getLogger('app').warning('from the test')\n"
+        "    print(sorted(type(h).__name__ for h in logging.root.handlers))\n",
+    )
+    project.start()
+    log = project.root / "run.log"
+    warm = project.run("-s", "tests/test_log.py")
+    warm_log = log.read_text()
+    cold = project.cold("-s", "tests/test_log.py")
+    assert warm.returncode == cold.returncode == 0
+    assert normalise(warm.stdout) == normalise(cold.stdout)
+    assert warm.stdout.count("from the test") == 1
+    assert warm_log == log.read_text() == "WARNING from the test\n"

@@ -77,6 +77,7 @@ class Chain:
         """(Re)build from the base; the session follows when the base is ready."""
         ours, theirs = socket.socketpair()
         parent = os.getpid()
+        spawned = time.monotonic()  # CLOCK_MONOTONIC is one clock for every process
         with open(self.log_file, "ab") as log_out:
             process = self.spawn(
                 lambda: subprocess.Popen(
@@ -91,7 +92,14 @@ class Chain:
             )
         theirs.close()
         base = Snapshot("base", ours, self.changed, process)
-        base.send({"op": "build", "rootdir": str(self.rootdir), "preload": self._preload()})
+        base.send(
+            {
+                "op": "build",
+                "rootdir": str(self.rootdir),
+                "preload": self._preload(),
+                "origin": spawned,
+            }
+        )
         with self.changed:
             self.base = base
         threading.Thread(target=self._after_base, args=(base,), daemon=True).start()

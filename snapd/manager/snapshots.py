@@ -231,4 +231,5 @@ class Snapshot:
             "age_seconds": time.monotonic() - self.started,
             "running": len(self.running),
             "spares": self.spares.qsize(),
+            "profile": self.info.get("profile"),
         }

@@ -18,8 +18,8 @@ import socket
 import sys
 import sysconfig
 
-from snapd import protocol
-from snapd.snapshot import lifetime, record, reuse, serve, session
+from snapd import profile, protocol
+from snapd.snapshot import lifetime, record
 
 
 def main() -> None:
@@ -32,10 +32,16 @@ def main() -> None:
         os._exit(0)
     message, _ = got
     os.chdir(message["rootdir"])
-    reuse.rootdir = message["rootdir"]
+    profiler = profile.Profiler(rootdir=message["rootdir"], origin=message.get("origin"))
+    profiler.mark(profile.INTERPRETER)
+    profiler.start()
     record.start(lambda modules: _progress(control, modules))
     failed = _import_all(message.get("preload", []))
+    # Imported here, not at the top: they import pytest, whose cost belongs to the profile.
+    from snapd.snapshot import reuse, serve, session
+
     record.stop()
+    profiler.finish("imports", measure=False)
     entries, stale = record.collect(set(record.module_files()) | _site_dirs())
     threads = serve.thread_names()
     protocol.send(
@@ -48,9 +54,11 @@ def main() -> None:
             "stale": stale,
             "modules": len(sys.modules),
             "preload_failed": failed,
+            "profile": profiler.result(),
             "reason": f"threads alive after imports: {', '.join(threads)}",
         },
     )
+    reuse.rootdir = message["rootdir"]
     session.base_modules.update(sys.modules)
     serve.serve(control, fork_session=session.build)
     os._exit(0)

@@ -15,16 +15,16 @@ import logging
 import os
 import socket
 import sys
+import time
 import traceback
 import types
-import warnings
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import pytest
 
-from snapd import fileset, forks, protocol
-from snapd.snapshot import lifetime, record, reuse, serve
+from snapd import fileset, forks, profile, protocol
+from snapd.snapshot import lifetime, prewarm, record, reuse, serve
 
 base_modules: dict[str, types.ModuleType] = {}
 _CONFIG_NAMES = ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg")
@@ -39,8 +39,10 @@ def build(control: socket.socket, message: protocol.Message) -> NoReturn:
     )
     os.chdir(message["cwd"])
     record.start(plugin.progress)
+    plugin.profiler.start()
     try:
-        code = int(pytest.main([*message["args"], *_SNAPSHOT_ARGS], plugins=[plugin]))
+        plugins = [plugin, plugin.profiler.plugin()]
+        code = int(pytest.main([*message["args"], *_SNAPSHOT_ARGS], plugins=plugins))
         reason = f"pytest ended with exit code {code} before collection finished"
     except BaseException:
         reason = traceback.format_exc()
@@ -60,6 +62,9 @@ class SessionPlugin:
         self.preload = preload
         self.after_fork = tuple(after_fork)
         self.phase = "loading config and conftests"
+        self.root_handlers = list(logging.root.handlers)
+        # The build's breakdown (for `snapd stats`): from the fork to the fixtures set up.
+        self.profiler = profile.Profiler(rootdir=str(rootdir), origin=time.monotonic())
 
     def progress(self, modules: int) -> None:
         protocol.send(self.control, {"op": "progress", "phase": self.phase, "modules": modules})
@@ -67,16 +72,14 @@ class SessionPlugin:
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection(self) -> None:
         self.phase = "collecting"
-        self.root_handlers = list(logging.root.handlers)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
         self.phase = "setting up session fixtures"
         self.progress(len(sys.modules))
-        # Session fixtures' finalizers attach to the session: it must be on the setup stack.
-        session._setupstate.setup(session)  # type: ignore[arg-type]
         serve.import_quietly(self.preload)
         failed_fixtures = _prewarm(session)
+        self.profiler.finish(measure=False)
         forks.resolve(self.after_fork)
         forks.prepare()
         reuse.foreign_log_handlers[:] = [
@@ -100,6 +103,7 @@ class SessionPlugin:
                 "test_modules": tests,
                 "third_party": _third_party(self.rootdir),
                 "failed_fixtures": failed_fixtures,
+                "profile": self.profiler.result(),
                 "threads": threads if len(threads) > 1 else [],
             },
         )
@@ -114,32 +118,12 @@ class SessionPlugin:
 
 
 def _prewarm(session: pytest.Session) -> list[str]:
-    """Set up the session-scoped fixtures of the collected tests, register those that
-    succeeded for reuse, and name those that failed."""
-    failed = []
-    seen: dict[int, Any] = {}
-    for item in session.items:
-        info = getattr(item, "_fixtureinfo", None)
-        request = getattr(item, "_request", None)
-        if info is None or request is None:
-            continue
-        for name in info.names_closure:
-            defs = info.name2fixturedefs.get(name) or ()
-            for fixturedef in defs:
-                seen.setdefault(id(fixturedef), fixturedef)
-            if not defs or not _reusable(defs[-1]) or defs[-1].cached_result is not None:
-                continue
-            try:
-                with warnings.catch_warnings():
-                    # The item is not set up (only the session is): pytest takes that for a
-                    # lookup during teardown, which it deprecates for function-scoped ones.
-                    warnings.simplefilter("ignore", pytest.PytestRemovedIn10Warning)
-                    request.getfixturevalue(name)
-            except (Exception, pytest.fail.Exception, pytest.skip.Exception):
-                failed.append(name)
-    for fixturedef in seen.values():
+    """Set up the session fixtures, register those that succeeded and the conftest modules
+    for reuse by children, and name the fixtures that failed."""
+    seen, failed = prewarm.session_fixtures(session)
+    for fixturedef in seen:
         result = fixturedef.cached_result
-        if _reusable(fixturedef) and result is not None and result[2] is None:
+        if prewarm.reusable(fixturedef) and result is not None and result[2] is None:
             reuse.fixtures[(fixturedef.baseid, fixturedef.argname)] = reuse.Fixture(
                 fixturedef.func, result[0]
             )
@@ -147,16 +131,7 @@ def _prewarm(session: pytest.Session) -> list[str]:
         path = getattr(module, "__file__", None)
         if path:
             reuse.conftests[str(Path(path))] = module
-    return failed
-
-
-def _reusable(fixturedef: Any) -> bool:
-    module = getattr(fixturedef.func, "__module__", "") or ""
-    return (
-        fixturedef.scope == "session"
-        and fixturedef.params is None
-        and not module.startswith("_pytest")
-    )
+    return [name for name, _ in failed]
 
 
 def _session_modules() -> dict[str, types.ModuleType]:
