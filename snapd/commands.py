@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+import signal
 import sys
 import time
 from typing import Any
 
 import click
+import psutil
 
-from snapd import client, protocol
+from snapd import client, profile, protocol
 from snapd.manager import main as manager_main
 from snapd.paths import ProjectPaths, find_rootdir
+
+# The manager waits up to 30 s for snapshots to tear down; past this, snapd stop kills.
+STOP_TIMEOUT = 45.0
 
 
 def _paths() -> ProjectPaths:
@@ -106,17 +112,75 @@ def stop() -> None:
     Example:
       snapd stop
     """
-    paths = _paths()
+    _stop(_paths())
+
+
+def _stop(paths: ProjectPaths) -> None:
     pid = _running_pid(paths)
     if pid is None:
         click.echo("snapd: not running")
         return
+    tree = _process_tree(pid)
     reply = _ask(paths, {"op": "stop"})
     if reply is None and pid:
-        os.kill(pid, 15)
-    while _running_pid(paths) is not None:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while _running_pid(paths) is not None and time.monotonic() < deadline:
         time.sleep(0.02)  # the lock is released only when the manager has exited
-    click.echo(f"snapd: stopped (pid {pid})")
+    survivors = [p for p in tree if p.is_running()]
+    for process in survivors:  # a teardown that hung: nothing of snapd's may stay behind
+        process.kill()
+    left = f"; killed {len(survivors)} that did not stop" if survivors else ""
+    click.echo(f"snapd: stopped (pid {pid}){left}")
+
+
+def _process_tree(pid: int) -> list[psutil.Process]:
+    try:
+        manager = psutil.Process(pid)
+        return [manager, *manager.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+@cli.command()
+@click.option("--wait", is_flag=True, help="Return once the snapshots are built.")
+@click.pass_context
+def restart(ctx: click.Context, wait: bool) -> None:
+    """Stop the daemon and start it again (after a change to its settings, say).
+
+    \b
+    Example:
+      snapd restart --wait
+    """
+    _stop(_paths())
+    ctx.invoke(start, wait=wait)
+
+
+@cli.command()
+@click.option("-n", "--lines", default=40, show_default=True, help="How many lines to show.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing lines as they come.")
+def logs(lines: int, follow: bool) -> None:
+    """Show the daemon's log: builds, invalidations and why, fallbacks, errors.
+
+    \b
+    Example:
+      snapd logs -n 100
+      snapd logs --follow
+    """
+    paths = _paths()
+    try:
+        log = open(paths.log, errors="replace")  # noqa: SIM115 (followed until Ctrl-C)
+    except FileNotFoundError:
+        raise click.ClickException(f"no log yet at {paths.log}") from None
+    with log:
+        for line in collections.deque(log, maxlen=lines):
+            click.echo(line, nl=False)
+        while follow:
+            line = log.readline()
+            if line:
+                click.echo(line, nl=False)
+            else:
+                time.sleep(0.2)  # following a file: there is nothing to wait on
 
 
 @cli.command()
@@ -144,8 +208,9 @@ def status(as_json: bool) -> None:
 
 
 def _print_status(status: dict[str, Any]) -> None:
+    """A tree: the daemon, its chains, their snapshots."""
     counts = status["counts"]
-    click.echo(f"snapd: running, pid {status['pid']}, up {status['uptime_seconds']:.0f}s")
+    click.echo(f"snapd: running, pid {status['pid']}, up {_age(status['uptime_seconds'])}")
     click.echo(f"  rootdir {status['rootdir']}")
     click.echo(f"  socket  {status['socket']}")
     click.echo(f"  log     {status['log']}")
@@ -154,17 +219,31 @@ def _print_status(status: dict[str, Any]) -> None:
         f"{counts['base']} from base, {counts['fallback']} cold"
     )
     for chain in status["chains"]:
-        click.echo(f"  chain {chain['key']} args {' '.join(chain['args']) or '(none)'}")
+        default = " (default)" if chain["key"] == status.get("default_chain") else ""
+        click.echo(f"  chain {chain['key']}{default}: args {' '.join(chain['args']) or '(none)'}")
+        if chain.get("differs"):
+            click.echo(f"  │ split from the default by: {', '.join(chain['differs'])}")
         for snap in chain["snapshots"]:
             built = f"{snap['build_seconds']:.2f}s" if snap["build_seconds"] is not None else "-"
+            memory = profile.memory_of(snap["pid"]) if snap["pid"] else None
+            pss = f"{memory['pss'] / 2**20:.0f} MiB" if memory and memory["pss"] else "-"
             click.echo(
-                f"    {snap['layer']:<8} {snap['state']:<9} pid {snap['pid']}  "
-                f"modules {snap['modules']}  files {snap['files']}  built in {built}"
+                f"  ├─ {snap['layer']:<8} {snap['state']:<9} pid {snap['pid']}  "
+                f"age {_age(snap['age_seconds'])}  built in {built}  PSS {pss}  "
+                f"modules {snap['modules']}  files {snap['files']}"
             )
             if snap["reason"]:
-                click.echo(f"             {snap['reason'].strip().splitlines()[-1]}")
+                click.echo(f"  │    {snap['reason'].strip().splitlines()[-1]}")
         for reason in chain["invalidations"][-3:]:
-            click.echo(f"    invalidated: {reason}")
+            click.echo(f"  └─ invalidated: {reason}")
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
 
 
 @cli.command(
@@ -241,7 +320,7 @@ def _stats_document(
     cold: bool, pytest_args: list[str], budget: float | None, top: int
 ) -> tuple[dict[str, Any], str]:
     """The stats document, and pytest's output for a cold run."""
-    from snapd import profile, report
+    from snapd import report
 
     if cold:
         run = profile.run_cold(pytest_args, top=top)

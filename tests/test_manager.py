@@ -228,3 +228,14 @@ def test_status_names_what_split_a_chain(started: Project) -> None:
     split = next(c for c in chains if c["differs"])
     assert split["differs"] == ["$APP_MODE"]
     assert "secret-value" not in json.dumps(chains)
+
+
+def test_logs_and_restart(started: Project) -> None:
+    before = started.manager_pid()
+    logs = started.snapd("logs", "-n", "5")
+    assert logs.returncode == 0
+    assert "session snapshot" in logs.stdout and len(logs.stdout.splitlines()) <= 5
+    restarted = started.snapd("restart", "--wait")
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    assert "stopped" in restarted.stdout and "session snapshot ready" in restarted.stdout
+    assert started.manager_pid() not in (None, before)
