@@ -189,6 +189,9 @@ class Chain:
             if moved:
                 self.invalidate(moved)
                 continue
+            fresh_only = session.info.get("fresh_only") if session is not None else None
+            if fresh_only:
+                return Choice(base, [], f"{fresh_only}: served from the base snapshot")
             if session is not None and session.serving():
                 moved = self._relevant(fileset.changed(session.files))
                 if not moved:

@@ -78,7 +78,8 @@ class SessionPlugin:
         self.phase = "setting up session fixtures"
         self.progress(len(sys.modules))
         serve.import_quietly(self.preload)
-        failed_fixtures = _prewarm(session)
+        fresh_only = _needs_fresh_imports(session.config)
+        failed_fixtures = [] if fresh_only else _prewarm(session)
         self.profiler.finish(measure=False)
         forks.resolve(self.after_fork)
         forks.prepare()
@@ -103,6 +104,7 @@ class SessionPlugin:
                 "test_modules": tests,
                 "third_party": _third_party(self.rootdir),
                 "failed_fixtures": failed_fixtures,
+                "fresh_only": fresh_only,
                 "profile": self.profiler.result(),
                 "threads": threads if len(threads) > 1 else [],
             },
@@ -115,6 +117,16 @@ class SessionPlugin:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(0)
+
+
+def _needs_fresh_imports(config: pytest.Config) -> str:
+    """Why runs of this configuration must import the project themselves, if they must."""
+    option = config.option
+    if getattr(option, "cov_source", None) and not getattr(option, "no_cov", False):
+        return "pytest-cov measures coverage from the start of the run"
+    if getattr(option, "numprocesses", None) or getattr(option, "dist", "no") != "no":
+        return "pytest-xdist runs the tests in workers of its own"
+    return ""
 
 
 def _prewarm(session: pytest.Session) -> list[str]:
