@@ -9,6 +9,7 @@ one line on stderr: never worse than pytest.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import sys
@@ -19,6 +20,7 @@ from typing import NoReturn
 from snapd import protocol
 from snapd.paths import ProjectPaths, RuntimeDirError, find_rootdir
 
+RLIMITS = ("RLIMIT_NOFILE", "RLIMIT_CORE", "RLIMIT_STACK", "RLIMIT_AS", "RLIMIT_NPROC")
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGWINCH)
 START_TIMEOUT = 10.0
 
@@ -91,6 +93,8 @@ def _standard_fds() -> list[int]:
 
 
 def _request(args: list[str], env: dict[str, str]) -> protocol.Message:
+    umask = os.umask(0o022)
+    os.umask(umask)
     return {
         "op": "run",
         "args": args,
@@ -98,6 +102,9 @@ def _request(args: list[str], env: dict[str, str]) -> protocol.Message:
         "env": env,
         "argv0": _pytest_script(),
         "interpreter": sys.executable,
+        # What else a process inherits from its shell, and a test may see.
+        "umask": umask,
+        "rlimits": {name: list(resource.getrlimit(getattr(resource, name))) for name in RLIMITS},
     }
 
 

@@ -156,3 +156,28 @@ def test_a_closed_stdin_is_served_like_dev_null(started: Project) -> None:
     assert result.returncode == 0
     assert "1 passed" in result.stdout
     assert "snapd:" not in result.stderr  # served, not a cold fallback
+
+
+def test_the_run_has_the_clients_umask_and_limits(started: Project) -> None:
+    import subprocess
+
+    started.write(
+        "tests/test_inherit.py",
+        "import os, resource\n\ndef test_show(tmp_path):\n    (tmp_path / 'f').write_text('x')\n"
+        "    print('MODE', oct((tmp_path / 'f').stat().st_mode & 0o777))\n"
+        "    print('NOFILE', resource.getrlimit(resource.RLIMIT_NOFILE))\n",
+    )
+
+    def shell(command: str) -> str:
+        result = subprocess.run(
+            f"umask 077 && ulimit -n 512 && {command} -s -q tests/test_inherit.py",
+            shell=True, cwd=started.root, env=started.env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        return "\n".join(
+            line for line in result.stdout.splitlines() if line.startswith(("MODE", "NOFILE"))
+        )
+
+    warm = shell(f"{SNAPD} pytest")
+    assert "MODE 0o600" in warm and "NOFILE (512, 512)" in warm
+    assert warm == shell(PYTEST)

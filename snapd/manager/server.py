@@ -318,7 +318,11 @@ class Manager:
         spare: Spare,
     ) -> bool:
         """Run the request in ``spare``; True once its exit was passed on to the client."""
-        request = {key: message[key] for key in ("args", "cwd", "env", "argv0")}
+        request = {
+            key: message[key]
+            for key in ("args", "cwd", "env", "argv0", "umask", "rlimits")
+            if key in message
+        }
         protocol.send(spare.sock, {"op": "run", **request, "reload": choice.reload}, fds)
         protocol.close_fds(fds)
         fds.clear()
@@ -417,6 +421,17 @@ def _validate(message: protocol.Message, fds: list[int]) -> None:
         raise BadRequest(f"cwd {message['cwd']!r} is not a directory")
     if len(fds) != 3:
         raise BadRequest(f"a run carries 3 fds (stdin, stdout, stderr), got {len(fds)}")
+    if not isinstance(message.get("umask", 0), int):
+        raise BadRequest("'umask' must be an int")
+    limits = message.get("rlimits", {})
+    if not isinstance(limits, dict) or not all(
+        isinstance(k, str)
+        and isinstance(v, list)
+        and len(v) == 2
+        and all(isinstance(i, int) for i in v)
+        for k, v in limits.items()
+    ):
+        raise BadRequest("'rlimits' must map names to [soft, hard] ints")
 
 
 def _reply(conn: socket.socket, message: protocol.Message) -> None:

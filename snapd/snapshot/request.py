@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import importlib
 import os
+import resource
 import signal
 import socket
 import sys
@@ -52,6 +53,7 @@ def run(message: protocol.Message, fds: list[int]) -> int:
         os.dup2(fd, target)
         os.close(fd)
     _reset_signals()
+    _take_limits(message)
     os.chdir(message["cwd"])
     os.environ.clear()
     os.environ.update(message["env"])
@@ -81,6 +83,22 @@ def _outside(held: set[str]) -> list[str]:
         if isinstance(path, str) and not path.startswith(inside) and not name.startswith("snapd"):
             found.append(name)
     return sorted(found)
+
+
+def _take_limits(message: protocol.Message) -> None:
+    """The client's umask and resource limits, where this process may take them."""
+    os.umask(int(message.get("umask", 0o022)))
+    for name, (soft, hard) in message.get("rlimits", {}).items():
+        limit = getattr(resource, name, None)
+        if limit is None:
+            continue
+        try:
+            resource.setrlimit(limit, (soft, hard))
+        except (ValueError, OSError):  # a hard limit above ours: take what we can
+            try:
+                resource.setrlimit(limit, (min(soft, resource.getrlimit(limit)[1]), hard))
+            except (ValueError, OSError):
+                pass
 
 
 def _reset_signals() -> None:
