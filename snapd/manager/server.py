@@ -29,6 +29,7 @@ log = logging.getLogger("snapd.manager")
 # How often the main thread looks at idleness and memory when nothing else wakes it.
 _TICK_SECONDS = 2.0
 _PEERCRED = struct.Struct("3i")
+_RUN_PASSED_ON = ("args", "cwd", "env", "argv0", "umask", "rlimits")
 _RUN_FIELDS = {"args": list, "cwd": str, "env": dict, "argv0": str, "interpreter": str}
 
 
@@ -318,11 +319,7 @@ class Manager:
         spare: Spare,
     ) -> bool:
         """Run the request in ``spare``; True once its exit was passed on to the client."""
-        request = {
-            key: message[key]
-            for key in ("args", "cwd", "env", "argv0", "umask", "rlimits")
-            if key in message
-        }
+        request: protocol.Message = {key: message[key] for key in _RUN_PASSED_ON if key in message}
         protocol.send(spare.sock, {"op": "run", **request, "reload": choice.reload}, fds)
         protocol.close_fds(fds)
         fds.clear()
