@@ -19,11 +19,19 @@ from typing import Any
 
 from snapd import config, fileset
 from snapd.manager import watcher
-from snapd.manager.snapshots import BUILDING, READY, THREADS, Snapshot
+from snapd.manager.snapshots import BUILDING, FAILED, READY, THREADS, Snapshot
 
 log = logging.getLogger("snapd.manager")
 
 _BASE_BOOT = "from snapd.snapshot.base import main; main()"
+
+# Builds in a row that a file changing under them may make stale before snapd waits for a
+# later change; deaths within the window after which a dying snapshot is not rebuilt at once.
+_STALE_REBUILDS = 3
+# A failed build recorded what it read: a change there may fix it.
+_REBUILT_ON_CHANGE = (READY, BUILDING, FAILED)
+_DEATH_WINDOW = 60.0
+_DEATHS_TOLERATED = 5
 
 Spawn = Callable[[Callable[[], Any]], Any]
 Progress = Callable[[dict[str, Any]], None]
@@ -70,6 +78,8 @@ class Chain:
         self.session: Snapshot | None = None
         self.last_used = time.monotonic()
         self.invalidations: list[str] = []
+        self._stale_builds = 0
+        self._deaths: list[float] = []
 
     # -- building ---------------------------------------------------------------------------
 
@@ -91,7 +101,7 @@ class Chain:
                 )
             )
         theirs.close()
-        base = Snapshot("base", ours, self.changed, process)
+        base = Snapshot("base", ours, self.changed, process, on_death=self._died)
         base.send(
             {
                 "op": "build",
@@ -128,7 +138,7 @@ class Chain:
             "preload": self._preload(),
             "after_fork": list(self.settings.after_fork),
         }
-        session = Snapshot("session", ours, self.changed)
+        session = Snapshot("session", ours, self.changed, on_death=self._died)
         with self.changed:
             self.session = session
         if not base.send(message, [theirs.fileno()]):
@@ -142,6 +152,26 @@ class Chain:
         third_party = session.info.get("third_party")
         if session.state == READY and third_party:
             self.learn(third_party)
+        if session.born_stale and session is self.session:
+            # Something it read changed while it was built: build again, unless a file keeps
+            # changing under every build (then the next change or request will).
+            self._stale_builds += 1
+            if self._stale_builds <= _STALE_REBUILDS:
+                self.build_session()
+        elif session.state == READY:
+            self._stale_builds = 0
+
+    def _died(self, snapshot: Snapshot) -> None:
+        """A snapshot ended unasked (killed, crashed): build it again, unless it keeps dying."""
+        now = time.monotonic()
+        self._deaths = [t for t in self._deaths if now - t < _DEATH_WINDOW] + [now]
+        if len(self._deaths) > _DEATHS_TOLERATED:
+            log.warning("chain %s: snapshots keep dying; not rebuilding them now", self.key)
+            return
+        if snapshot is self.base:
+            self.build()
+        elif snapshot is self.session:
+            self.build_session()
 
     def learn(self, modules: list[str]) -> None:
         """Remember modules from outside the project that runs imported, to import them ahead:
@@ -200,6 +230,9 @@ class Chain:
                 if all(path in session.test_modules for path in moved):
                     return Choice(session, [(session.test_modules[p], p) for p in moved])
                 self.invalidate(moved)
+            elif session is not None and session.state == FAILED:
+                # Perhaps fixed since: rebuild in the background; this run is the base's.
+                self.invalidate(self._relevant(fileset.changed(session.files)))
             notice = ""
             if session is not None and session.reason.startswith(THREADS):
                 notice = f"session snapshot unusable ({session.reason}); served from the base"
@@ -213,7 +246,7 @@ class Chain:
         paths = self._relevant(list(paths))
         fileset.drop_bytecode(paths)
         base, session = self.base, self.session
-        if base is not None and base.state in (READY, BUILDING) and _holds(base, paths):
+        if base is not None and base.state in _REBUILT_ON_CHANGE and _holds(base, paths):
             reason = _reason(base, paths)
             self.invalidations.append(reason)
             if session is not None:
@@ -221,7 +254,7 @@ class Chain:
             base.invalidate(reason)
             self.build()
             return True
-        if session is not None and session.state in (READY, BUILDING) and _holds(session, paths):
+        if session is not None and session.state in _REBUILT_ON_CHANGE and _holds(session, paths):
             touched = [p for p in paths if p in session.files]
             if session.state == READY and all(p in session.test_modules for p in touched):
                 return False

@@ -117,16 +117,8 @@ class Manager:
         deadline = time.monotonic() + 30
         for chain in list(self.chains.values()):
             for snapshot in (chain.session, chain.base):
-                if snapshot is not None and snapshot.process is not None:
-                    with contextlib.suppress(Exception):
-                        snapshot.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-                elif snapshot is not None:
-                    snapshot_done = snapshot.changed
-                    with snapshot_done:
-                        snapshot_done.wait_for(
-                            lambda s=snapshot: s.state == "dead",  # type: ignore[misc]
-                            timeout=max(0.1, deadline - time.monotonic()),
-                        )
+                if snapshot is not None:
+                    snapshot.ended.wait(timeout=max(0.1, deadline - time.monotonic()))
         for pid in self._all_pids():
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,9 +43,13 @@ class Snapshot:
         control: socket.socket,
         on_change: threading.Condition,
         process: subprocess.Popen[bytes] | None = None,
+        on_death: Callable[[Snapshot], None] | None = None,
     ) -> None:
         self.layer = layer
         self.process = process
+        # Told when the process ends without having been asked to (killed, crashed).
+        self.on_death = on_death
+        self.wanted = True
         self.control = control
         self.changed = on_change
         self.state = BUILDING
@@ -53,6 +58,8 @@ class Snapshot:
         self.files: fileset.Entries = {}
         self.test_modules: dict[str, str] = {}
         self.info: dict[str, Any] = {}
+        self.born_stale = False
+        self.ended = threading.Event()  # the process is gone (whatever its last state)
         self.progress: dict[str, Any] = {"phase": "starting", "modules": 0}
         self.started = time.monotonic()
         self.build_seconds: float | None = None
@@ -84,6 +91,7 @@ class Snapshot:
 
     def retire(self) -> None:
         """Drop the spares; stop the process once no request of it runs."""
+        self.wanted = False
         if self.running:
             self._drop_spares()
         else:
@@ -92,6 +100,7 @@ class Snapshot:
     def stop(self) -> None:
         """Drop the spares (they exit when their socket closes) and stop the process; it
         waits for its running children itself."""
+        self.wanted = False
         self._drop_spares()
         self.send({"op": "stop"})
 
@@ -147,6 +156,10 @@ class Snapshot:
         self.control.close()
         if self.process is not None:
             self.process.wait()
+        self.ended.set()
+        if self.wanted and self.on_death is not None:
+            log.warning("%s snapshot %s died unasked", self.layer, self.pid)
+            self.on_death(self)
 
     def _handle(self, message: protocol.Message, fds: list[int]) -> None:
         op = message["op"]
@@ -205,6 +218,7 @@ class Snapshot:
             elif message.get("stale"):
                 self.state = INVALID
                 self.reason = f"{message['stale'][0]} changed while it was built"
+                self.born_stale = True
             elif message.get("threads"):
                 self.state = FAILED
                 self.reason = THREADS + ", ".join(message["threads"])

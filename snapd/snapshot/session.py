@@ -46,10 +46,11 @@ def build(control: socket.socket, message: protocol.Message) -> NoReturn:
         reason = f"pytest ended with exit code {code} before collection finished"
     except BaseException:
         reason = traceback.format_exc()
-    # Only a run that never reached the serve loop gets here.
-    protocol.send(
-        control, {"op": "failed", "layer": "session", "pid": os.getpid(), "reason": reason}
-    )
+    # Only a run that never reached the serve loop gets here. What it read says when to retry.
+    record.stop()
+    files, _ = record.collect(set(_session_files()))
+    failure = {"op": "failed", "layer": "session", "pid": os.getpid(), "reason": reason}
+    protocol.send(control, {**failure, "files": files})
     os._exit(0)
 
 
