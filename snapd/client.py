@@ -178,6 +178,8 @@ def follow(sock: socket.socket, pid: int) -> NoReturn:
         _signal_child(pid, signal.SIGKILL)
         print("snapd: lost the daemon during the run; the test run was stopped", file=sys.stderr)
         os._exit(1)
+    if got[0].get("notice"):
+        print(f"snapd: {got[0]['notice']}", file=sys.stderr, flush=True)
     exit_like(int(got[0]["code"]))
 
 

@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
 # Install snapd and its dev tools into .venv, then run every check CI runs:
-# ruff, mypy --strict, the whole test suite; then the core tests again on pytest 8.4 and,
-# where pyenv has them, on Python 3.12 and 3.13.
+# ruff, mypy --strict, the whole test suite; the core tests again on pytest 8.4 and, where pyenv
+# has them, on Python 3.12 and 3.13; and the plugin compatibility tests (tests/plugins) in a
+# venv of their own, since those plugins change every pytest run where they are installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
+
+# System packages two tests need: Debian's chromium (the HTML report's screenshot test) and
+# PostgreSQL's server binaries (pytest-django against a real database, in a private cluster
+# the test starts itself). Installed where this runs as root with apt, as on CI.
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "== apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 CORE_TESTS=(tests/test_client.py tests/test_session.py)
-# Two cores: one test process, and the daemons each test starts.
 PYTEST_ARGS=(-p no:cacheprovider -q -ra)
 
 venv() {  # venv DIR PYTHON [extra pip args...]
@@ -26,7 +38,7 @@ echo "== ruff"
 echo "== mypy --strict"
 .venv/bin/mypy snapd
 echo "== tests (pytest $(.venv/bin/python -c 'import pytest; print(pytest.__version__)'))"
-.venv/bin/python -m pytest "${PYTEST_ARGS[@]}" tests
+.venv/bin/python -m pytest "${PYTEST_ARGS[@]}" --ignore=tests/plugins tests
 
 echo "== core tests on pytest 8.4"
 venv .venv-pytest8 "$PYTHON" 'pytest==8.4.*'
@@ -41,4 +53,8 @@ for version in 3.12 3.13; do
     echo "== Python $version: not offered by pyenv here, skipped"
   fi
 done
+
+echo "== plugin compatibility (tests/plugins)"
+venv .venv-plugins "$PYTHON" -r tools/plugins-requirements.txt
+.venv-plugins/bin/python -m pytest "${PYTEST_ARGS[@]}" -p no:randomly tests/plugins
 echo "== all checks passed"

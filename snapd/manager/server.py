@@ -369,7 +369,8 @@ def _own_sources() -> list[str]:
 def _wait_for_exit(conn: socket.socket, spare: Spare) -> tuple[int | None, list[str]]:
     """The child's exit code and the outside modules it imported.
 
-    The code is ``None`` if the client went away first (the child is then killed).
+    The code is ``None`` when there is none to pass on: the client went away first (the child
+    is then killed), or the child ended unreported along with its snapshot (the client is told).
     """
     readable, _, _ = select.select([conn, spare.sock], [], [])
     if conn in readable:
@@ -385,9 +386,15 @@ def _wait_for_exit(conn: socket.socket, spare: Spare) -> tuple[int | None, list[
     if got is not None and got[0]["op"] == "exit":
         spare.finish(int(got[0]["code"]))
         imported = [str(m) for m in got[0].get("imported", [])][:1000]
-    # Killed by a signal, or os._exit from a test: the snapshot reaps it and tells us how.
-    spare.exited.wait(10)
-    return (spare.code if spare.code is not None else 1), imported
+    # Killed by a signal, or os._exit from a test: the snapshot reaps it and tells us how,
+    # unless the snapshot died too.
+    deadline = time.monotonic() + 10
+    while not spare.exited.wait(0.05):
+        if spare.orphaned.is_set() or time.monotonic() > deadline:
+            lost = "the run ended, but how was lost: the snapshot it came from died"
+            _reply(conn, {"op": "exit", "code": 1, "notice": lost})
+            return None, []
+    return spare.code, imported
 
 
 def _kill_group(pid: int) -> None:

@@ -29,6 +29,8 @@ class Spare:
     sock: socket.socket
     exited: threading.Event = field(default_factory=threading.Event)
     code: int | None = None
+    # Its snapshot (its parent) died: nobody will report how it ended but itself.
+    orphaned: threading.Event = field(default_factory=threading.Event)
 
     def finish(self, code: int) -> None:
         if not self.exited.is_set():
@@ -152,7 +154,7 @@ class Snapshot:
                 self.reason = self.reason or "the process ended"
             self.changed.notify_all()
         for spare in list(self.running.values()):
-            spare.finish(-1)
+            spare.orphaned.set()
         self.control.close()
         if self.process is not None:
             self.process.wait()
