@@ -88,19 +88,24 @@ class Chain:
         ours, theirs = socket.socketpair()
         parent = os.getpid()
         spawned = time.monotonic()  # CLOCK_MONOTONIC is one clock for every process
-        with open(self.log_file, "ab") as log_out:
-            process = self.spawn(
-                lambda: subprocess.Popen(
-                    [self.interpreter, "-c", _BASE_BOOT, str(theirs.fileno()), str(parent)],
-                    pass_fds=[theirs.fileno()],
-                    cwd=self.rootdir,
-                    env=self.env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_out,
-                    stderr=log_out,
+        try:
+            with open(self.log_file, "ab") as log_out:
+                process = self.spawn(
+                    lambda: subprocess.Popen(
+                        [self.interpreter, "-c", _BASE_BOOT, str(theirs.fileno()), str(parent)],
+                        pass_fds=[theirs.fileno()],
+                        cwd=self.rootdir,
+                        env=self.env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log_out,
+                        stderr=log_out,
+                    )
                 )
-            )
-        theirs.close()
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         base = Snapshot("base", ours, self.changed, process, on_death=self._died)
         base.send(
             {

@@ -188,7 +188,12 @@ class Manager:
             self.chains[key] = chain
             self._evict()
         log.info("new chain %s: args %s", key, key_args)
-        chain.build()
+        try:
+            chain.build()
+        except OSError as e:  # the interpreter is missing or cannot run: no chain at all
+            with self.lock:
+                self.chains.pop(key, None)
+            raise BadRequest(f"cannot start {interpreter}: {e}") from e
         return chain
 
     def _evict(self) -> None:
