@@ -67,6 +67,7 @@ class Snapshot:
         self.build_seconds: float | None = None
         self.spares: queue.Queue[Spare] = queue.Queue()
         self.running: dict[int, Spare] = {}
+        self._waiting = 0  # runs waiting for a spare
         self._send_lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, name=f"snapshot-{layer}", daemon=True)
         self._reader.start()
@@ -123,12 +124,18 @@ class Snapshot:
         except queue.Empty:
             if not self.send({"op": "spare"}):
                 return None
-            while spare is None:
-                try:
-                    spare = self.spares.get(timeout=0.05)
-                except queue.Empty:
-                    if self.state != READY or time.monotonic() > deadline:
-                        return None
+            with self._send_lock:
+                self._waiting += 1
+            try:
+                while spare is None:
+                    try:
+                        spare = self.spares.get(timeout=0.05)
+                    except queue.Empty:
+                        if self.state != READY or time.monotonic() > deadline:
+                            return None
+            finally:
+                with self._send_lock:
+                    self._waiting -= 1
         self.running[spare.pid] = spare
         self.send({"op": "spare"})
         return spare
@@ -167,7 +174,9 @@ class Snapshot:
         op = message["op"]
         if op == "spare" and len(fds) == 1:
             spare = Spare(int(message["pid"]), socket.socket(fileno=fds[0]))
-            if self.state == READY:
+            # One idle spare is enough: after a burst, the refills of every concurrent run
+            # would otherwise stay behind. A closed spare exits.
+            if self.state == READY and self.spares.qsize() <= self._waiting:
                 self.spares.put(spare)
             else:
                 spare.sock.close()
