@@ -127,7 +127,7 @@ def _stop(paths: ProjectPaths) -> None:
     deadline = time.monotonic() + STOP_TIMEOUT
     while _running_pid(paths) is not None and time.monotonic() < deadline:
         time.sleep(0.02)  # the lock is released only when the manager has exited
-    survivors = [p for p in tree if p.is_running()]
+    _, survivors = psutil.wait_procs(tree, timeout=max(0.1, deadline - time.monotonic()))
     for process in survivors:  # a teardown that hung: nothing of snapd's may stay behind
         process.kill()
     left = f"; killed {len(survivors)} that did not stop" if survivors else ""

@@ -75,7 +75,8 @@ def run() -> None:
 
 def _django_connections() -> None:
     db = sys.modules.get("django.db")
-    if db is None:
+    conf = sys.modules.get("django.conf")
+    if db is None or conf is None or not conf.settings.configured:
         return
     try:
         connections = db.connections.all(initialized_only=True)

@@ -126,3 +126,20 @@ def test_the_snapshots_log_handlers_stay_out_of_runs(project: Project) -> None:
     assert normalise(warm.stdout) == normalise(cold.stdout)
     assert warm.stdout.count("from the test") == 1
     assert warm_log == log.read_text() == "WARNING from the test\n"
+
+
+def test_a_session_fixture_whose_value_is_none_is_set_up_once(project: Project) -> None:
+    counter = project.root / "counter.txt"
+    project.env["COUNTER"] = str(counter)
+    project.write(
+        "tests/conftest.py",
+        "import os, pytest\n\n@pytest.fixture(scope='session', autouse=True)\ndef environment():\n"
+        "    with open(os.environ['COUNTER'], 'a') as f:\n        f.write('setup\\n')\n    yield\n",
+    )
+    project.write("tests/test_a.py", "def test_a():\n    pass\n")
+    project.start()
+    for _ in range(3):
+        assert project.run("tests/test_a.py", "-q").returncode == 0
+    assert counter.read_text() == "setup\n"
+    warm = project.run("--setup-show", "tests/test_a.py")
+    assert "SETUP    S environment" in warm.stdout

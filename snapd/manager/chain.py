@@ -80,6 +80,8 @@ class Chain:
         self.invalidations: list[str] = []
         self._stale_builds = 0
         self._deaths: list[float] = []
+        # Every snapshot this chain started: a replaced one may still be tearing down.
+        self.every: list[Snapshot] = []
 
     # -- building ---------------------------------------------------------------------------
 
@@ -107,6 +109,7 @@ class Chain:
         finally:
             theirs.close()
         base = Snapshot("base", ours, self.changed, process, on_death=self._died)
+        self.every.append(base)
         base.send(
             {
                 "op": "build",
@@ -144,6 +147,7 @@ class Chain:
             "after_fork": list(self.settings.after_fork),
         }
         session = Snapshot("session", ours, self.changed, on_death=self._died)
+        self.every.append(session)
         with self.changed:
             self.session = session
         if not base.send(message, [theirs.fileno()]):
@@ -270,10 +274,16 @@ class Chain:
             return True
         return False
 
-    def stop(self) -> None:
-        for snapshot in (self.session, self.base):
-            if snapshot is not None:
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the sessions, wait for them to have torn down, then the bases (whose death
+        would kill a session that is still tearing down)."""
+        deadline = time.monotonic() + timeout
+        for layer in ("session", "base"):
+            mine = [s for s in self.every if s.layer == layer]
+            for snapshot in mine:
                 snapshot.stop()
+            for snapshot in mine:
+                snapshot.ended.wait(timeout=max(0.1, deadline - time.monotonic()))
 
     def pids(self) -> list[int]:
         return [s.pid for s in (self.base, self.session) if s is not None and s.pid]

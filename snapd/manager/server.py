@@ -114,11 +114,6 @@ class Manager:
             self.listener.close()
         for chain in list(self.chains.values()):
             chain.stop()
-        deadline = time.monotonic() + 30
-        for chain in list(self.chains.values()):
-            for snapshot in (chain.session, chain.base):
-                if snapshot is not None:
-                    snapshot.ended.wait(timeout=max(0.1, deadline - time.monotonic()))
         for pid in self._all_pids():
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
@@ -203,7 +198,7 @@ class Manager:
         ):
             oldest = min(self.chains.values(), key=lambda c: c.last_used)
             log.info("evicting chain %s", oldest.key)
-            oldest.stop()
+            threading.Thread(target=oldest.stop, daemon=True).start()
             del self.chains[oldest.key]
 
     def _over_memory_cap(self) -> bool:

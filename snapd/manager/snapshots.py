@@ -4,6 +4,7 @@ requests, kept current by a thread that reads the snapshot's control socket."""
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import socket
 import subprocess
@@ -36,6 +37,19 @@ class Spare:
         if not self.exited.is_set():
             self.code = code
             self.exited.set()
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    """Wait until ``pid`` (not our child: a snapshot's) no longer exists."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            pass
+        time.sleep(0.02)  # another process's end cannot be waited on, only seen
 
 
 class Snapshot:
@@ -162,9 +176,14 @@ class Snapshot:
             self.changed.notify_all()
         for spare in list(self.running.values()):
             spare.orphaned.set()
+        self._drop_spares()  # idle ones of a dead snapshot exit when their socket closes
         self.control.close()
+        # The socket can end before the process does (a reset while it tears its fixtures
+        # down): it has ended when its pid is gone.
         if self.process is not None:
             self.process.wait()
+        elif self.pid:
+            _wait_gone(self.pid, timeout=60)
         self.ended.set()
         if self.wanted and self.on_death is not None:
             log.warning("%s snapshot %s died unasked", self.layer, self.pid)
@@ -176,7 +195,7 @@ class Snapshot:
             spare = Spare(int(message["pid"]), socket.socket(fileno=fds[0]))
             # One idle spare is enough: after a burst, the refills of every concurrent run
             # would otherwise stay behind. A closed spare exits.
-            if self.state == READY and self.spares.qsize() <= self._waiting:
+            if self.state == READY and self.wanted and self.spares.qsize() <= self._waiting:
                 self.spares.put(spare)
             else:
                 spare.sock.close()

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import types
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,13 +45,28 @@ def _import_path(path: Any, **kwargs: Any) -> types.ModuleType:
 
 
 class ReusePlugin:
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_fixture_setup(self, fixturedef: FixtureDef[Any], request: SubRequest) -> object:
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_fixture_setup(
+        self, fixturedef: FixtureDef[Any], request: SubRequest
+    ) -> Generator[None, object, object]:
         known = fixtures.get((fixturedef.baseid, fixturedef.argname))
         if known is None or known.func is not fixturedef.func or fixturedef.scope != "session":
-            return None
-        fixturedef.cached_result = (known.value, fixturedef.cache_key(request), None)
-        return known.value
+            return (yield)
+        # pytest's own setup runs a function that hands back the snapshot's value: it caches
+        # it as usual, reports it to --setup-show, and a value of None is no "no result".
+        original = fixturedef.func
+        fixturedef.func = _returning(known.value)  # type: ignore[misc]
+        try:
+            return (yield)
+        finally:
+            fixturedef.func = original  # type: ignore[misc]
+
+
+def _returning(value: object) -> Any:
+    def snapshot_value(**_: object) -> object:
+        return value
+
+    return snapshot_value
 
 
 def run_pytest(args: list[str]) -> int:
