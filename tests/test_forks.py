@@ -45,3 +45,19 @@ def test_a_failing_hook_is_reported(project: Project) -> None:
     result = project.run("tests/test_a.py")
     assert result.returncode == 1
     assert "after_fork hook" in result.stderr and "no database" in result.stderr
+
+
+def test_numpy_draws_differ_between_runs_as_in_fresh_processes(project: Project) -> None:
+    # Without the built-in reseed, every child would draw what the snapshot would draw next.
+    draws = project.root / "draws.txt"
+    # numpy makes its global state on first use: here, in the snapshot.
+    project.write("tests/conftest.py", "import numpy\n\nnumpy.random.random()\n")
+    project.write(
+        "tests/test_a.py",
+        f"import numpy\n\ndef test_a():\n    with open({str(draws)!r}, 'a') as f:\n"
+        "        f.write(f'{numpy.random.random()!r}\\n')\n",
+    )
+    project.start()
+    for _ in range(3):
+        assert project.run("tests/test_a.py", "-q").returncode == 0
+    assert len(set(draws.read_text().split())) == 3

@@ -3,6 +3,10 @@ request; a broken build shown exactly as pytest shows it."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+
 import pytest
 from conftest import Project, normalise
 
@@ -104,6 +108,45 @@ def test_a_thread_in_the_snapshot_is_named_and_the_run_stays_exact(project: Proj
     assert warm.returncode == cold.returncode == 1
     assert normalise(warm.stdout) == normalise(cold.stdout)
     assert "metrics-poller" in warm.stderr and "served from the base" in warm.stderr
+
+
+def test_numpy_blas_threads_do_not_keep_the_session_from_serving(project: Project) -> None:
+    # OpenBLAS, which numpy loads, starts worker threads at import and parks them in a fork
+    # handler: the session snapshot of a project that imports numpy must still serve.
+    probe = subprocess.run(
+        [sys.executable, "-c", "import os, numpy; print(len(os.listdir('/proc/self/task')))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    if int(probe.stdout) < 2:
+        pytest.skip("numpy's BLAS starts no worker thread here (one core?)")
+    project.write(
+        "tests/conftest.py",
+        """
+        import numpy as np
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def matrix():
+            a = np.arange(90_000.0).reshape(300, 300) / 90_000
+            return a @ a.T
+        """,
+    )
+    project.write(
+        "tests/test_m.py",
+        "def test_m(matrix):\n    value = round(float((matrix @ matrix).trace()), 3)\n"
+        "    assert value == 0.0\n",
+    )
+    project.snapd("start", "--wait")
+    status = project.snapd("status").stdout
+    assert re.search(r"session\s+ready", status), status
+    warm = project.run("tests/test_m.py")
+    cold = project.cold("tests/test_m.py")
+    assert warm.returncode == cold.returncode == 1
+    assert normalise(warm.stdout) == normalise(cold.stdout)
+    assert "served from the base" not in warm.stderr
 
 
 def test_the_snapshots_log_handlers_stay_out_of_runs(project: Project) -> None:

@@ -161,9 +161,12 @@ def _reap(control: socket.socket) -> None:
 def thread_names() -> list[str]:
     """Every thread of this process: native ones too, which ``threading`` does not know of.
 
-    Python threads are named as ``threading`` names them, others by their kernel name.
+    Python threads are named as ``threading`` names them, others by their kernel name. Native
+    threads first get the chance to stop that a fork gives them (see ``_run_fork_handlers``).
     """
     known = {t.native_id: t.name for t in threading.enumerate()}
+    if any(int(tid) not in known for tid in os.listdir("/proc/self/task")):
+        _run_fork_handlers()
     names = []
     for tid in sorted(os.listdir("/proc/self/task"), key=int):
         try:
@@ -173,3 +176,19 @@ def thread_names() -> list[str]:
             continue
         names.append(f"{known.get(int(tid), comm)!r} (tid {tid})")
     return names
+
+
+def _run_fork_handlers() -> None:
+    """Fork a child that leaves at once, for the ``pthread_atfork`` handlers it runs here.
+
+    Native thread pools that are safe to fork stop their threads in such a handler and start
+    them again when next used: OpenBLAS, which numpy loads, parks its workers this way. What
+    still runs afterwards has no such handler and makes a fork unsafe.
+    """
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about forking a process with threads: here that is the point.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
