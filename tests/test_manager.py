@@ -193,6 +193,7 @@ def test_a_peer_of_another_uid_is_refused(started: Project) -> None:
     assert "only its own user" in result.stdout, result.stderr
 
 
+@pytest.mark.serial  # every daemon running beside it would see snapd change, and restart
 def test_an_upgrade_of_snapd_itself_restarts_the_daemon(started: Project, tmp_path: Path) -> None:
     import snapd.paths
 
