@@ -127,11 +127,23 @@ def _stop(paths: ProjectPaths) -> None:
     deadline = time.monotonic() + STOP_TIMEOUT
     while _running_pid(paths) is not None and time.monotonic() < deadline:
         time.sleep(0.02)  # the lock is released only when the manager has exited
-    _, survivors = psutil.wait_procs(tree, timeout=max(0.1, deadline - time.monotonic()))
+    while not all(_ended(p) for p in tree) and time.monotonic() < deadline:
+        time.sleep(0.02)  # not our children: their end cannot be waited on, only seen
+    survivors = [p for p in tree if not _ended(p)]
     for process in survivors:  # a teardown that hung: nothing of snapd's may stay behind
         process.kill()
     left = f"; killed {len(survivors)} that did not stop" if survivors else ""
     click.echo(f"snapd: stopped (pid {pid}){left}")
+
+
+def _ended(process: psutil.Process) -> bool:
+    """Gone, or a zombie. The manager is nobody's child once started, so it is reaped by init,
+    which may take its time (over a second in some containers) or, as PID 1 of a container run
+    without an init, never: a zombie has ended all the same."""
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _process_tree(pid: int) -> list[psutil.Process]:

@@ -28,6 +28,7 @@ CONFTEST = """
 """
 
 
+@pytest.mark.core
 def test_session_fixture_is_set_up_once_across_requests(project: Project) -> None:
     counter = project.root / "counter.txt"
     project.env["COUNTER"] = str(counter)
@@ -44,6 +45,7 @@ def test_session_fixture_is_set_up_once_across_requests(project: Project) -> Non
     assert counter.read_text() == "setup\nteardown\n"  # the snapshot owns the teardown
 
 
+@pytest.mark.core
 def test_conftest_is_not_imported_again(project: Project) -> None:
     project.write("tests/conftest.py", CONFTEST)
     project.write(
@@ -57,6 +59,7 @@ def test_conftest_is_not_imported_again(project: Project) -> None:
     assert result.returncode == 0, result.stdout
 
 
+@pytest.mark.core
 def test_conftest_syntax_error_is_shown_as_pytest_shows_it(project: Project) -> None:
     project.write("tests/conftest.py", "def broken(:\n")
     project.write("tests/test_a.py", "def test_a():\n    pass\n")
@@ -71,6 +74,7 @@ def test_conftest_syntax_error_is_shown_as_pytest_shows_it(project: Project) -> 
     assert normalise(warm.stdout) == normalise(cold.stdout)
 
 
+@pytest.mark.core
 def test_collection_errors_in_one_module_do_not_stop_the_others(project: Project) -> None:
     project.write("tests/test_ok.py", "def test_ok():\n    pass\n")
     project.write("tests/test_bad.py", "raise RuntimeError('boom at import')\n")
@@ -83,6 +87,7 @@ def test_collection_errors_in_one_module_do_not_stop_the_others(project: Project
     assert normalise(bad.stdout) == normalise(cold.stdout)
 
 
+@pytest.mark.core
 def test_a_thread_in_the_snapshot_is_named_and_the_run_stays_exact(project: Project) -> None:
     project.write(
         "tests/conftest.py",
@@ -149,6 +154,7 @@ def test_numpy_blas_threads_do_not_keep_the_session_from_serving(project: Projec
     assert "served from the base" not in warm.stderr
 
 
+@pytest.mark.core
 def test_the_snapshots_log_handlers_stay_out_of_runs(project: Project) -> None:
     project.write(
         "pyproject.toml",
@@ -171,6 +177,7 @@ def test_the_snapshots_log_handlers_stay_out_of_runs(project: Project) -> None:
     assert warm_log == log.read_text() == "WARNING from the test\n"
 
 
+@pytest.mark.core
 def test_a_session_fixture_whose_value_is_none_is_set_up_once(project: Project) -> None:
     counter = project.root / "counter.txt"
     project.env["COUNTER"] = str(counter)
