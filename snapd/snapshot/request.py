@@ -19,10 +19,12 @@ import traceback
 from typing import NoReturn
 
 from snapd import forks, protocol
-from snapd.snapshot import record, reuse
+from snapd.snapshot import pages, record, reuse
 
 
-def wait_and_run(sock: socket.socket) -> NoReturn:
+def wait_and_run(sock: socket.socket, report: socket.socket) -> NoReturn:
+    """Run the request that comes on ``sock``; then tell the snapshot on ``report`` which
+    pages this run wrote, for its next spares to copy ahead."""
     code = 1
     held = set(sys.modules)
     try:
@@ -39,6 +41,12 @@ def wait_and_run(sock: socket.socket) -> NoReturn:
     try:
         # The snapshot reports our exit too, but it may be gone by now.
         protocol.send(sock, {"op": "exit", "code": code, "imported": _outside(held)})
+    except OSError:
+        pass
+    # The client has its exit code by now: this is off its path. Never wait on the snapshot.
+    report.setblocking(False)
+    try:
+        report.send(pages.written())
     except OSError:
         pass
     os._exit(code)
