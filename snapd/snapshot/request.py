@@ -38,6 +38,7 @@ def wait_and_run(sock: socket.socket, report: socket.socket) -> NoReturn:
     except BaseException:
         traceback.print_exc()
     _flush()
+    _let_go_of_the_terminal()
     try:
         # The snapshot reports our exit too, but it may be gone by now.
         protocol.send(sock, {"op": "exit", "code": code, "imported": _outside(held)})
@@ -113,6 +114,16 @@ def _reset_signals() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD, signal.SIGWINCH):
         signal.signal(sig, signal.SIG_DFL)
+
+
+def _let_go_of_the_terminal() -> None:
+    """Point 0, 1 and 2 at /dev/null: whoever reads the client's output through a pipe (an
+    IDE, CI, ``| tee``) sees its end once the client exits, not once this process has also
+    torn its memory down (the kernel closes fds last)."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
 
 
 def _flush() -> None:
