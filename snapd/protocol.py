@@ -20,7 +20,8 @@ import array
 import os
 import struct
 
-import msgpack
+# msgpack is imported where it is used, on first use: a client connects before that, so the
+# manager checks the snapshots' files while msgpack loads.
 
 TYPE_CHECKING = False  # see snapd/__init__.py
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ class ProtocolError(Exception):
 
 
 def encode(message: Message) -> bytes:
+    import msgpack
+
     body: bytes = msgpack.packb(message, use_bin_type=True)
     if len(body) > MAX_MESSAGE:
         raise ProtocolError(f"message of {len(body)} bytes exceeds {MAX_MESSAGE}")
@@ -62,6 +65,8 @@ def recv(sock: _socket.socket) -> tuple[Message, list[int]] | None:
     Raises ``ProtocolError`` for a truncated or malformed frame; received fds are then closed,
     so a bad peer cannot leak descriptors into this process.
     """
+    import msgpack
+
     fds: list[int] = []
     try:
         header = _read(sock, _HEADER.size, fds, allow_eof=True)
