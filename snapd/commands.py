@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+from contextlib import closing
 from typing import Any
 
 import click
@@ -31,7 +32,7 @@ def _ask(paths: ProjectPaths, message: protocol.Message) -> protocol.Message | N
     sock = client.connect(paths, autostart=False)
     if sock is None:
         return None
-    with sock:
+    with closing(sock):
         protocol.send(sock, message)
         got = protocol.recv(sock)
     return got[0] if got else None
@@ -95,7 +96,7 @@ def start(foreground: bool, wait: bool, poll: bool) -> None:
             sock = client.connect(paths, autostart=False)
         if sock is None:
             raise click.ClickException(f"the daemon did not start; see {paths.log}")
-        with sock:
+        with closing(sock):
             protocol.send(sock, {"op": "wait"})
             got = client.receive_past_progress(sock)
         state = got[0].get("state") if got else "gone"
