@@ -5,6 +5,11 @@ fixtures here; forked children inherit the registry. In the child's fresh pytest
 ``import_path`` returns the snapshot's own conftest module (pytest would drop and re-import
 it), and ``pytest_fixture_setup`` returns the snapshot's value for a session fixture defined by
 the very same function object. The snapshot keeps the teardown.
+
+Where a cold run's outcome would depend on the fixture's setup itself, the child sets the
+fixture up for real instead: when pytest-timeout's clock is running for the test and the
+snapshot's setup of the fixture took longer than the time left (a cold run would time out in
+that setup, with that traceback).
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 import types
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +32,8 @@ from _pytest.fixtures import FixtureDef, SubRequest
 class Fixture:
     func: object
     value: object
+    # How long its setup took in the snapshot, its own dependencies' setup included.
+    seconds: float = 0.0
 
 
 rootdir = "/"
@@ -45,6 +53,10 @@ def _import_path(path: Any, **kwargs: Any) -> types.ModuleType:
 
 
 class ReusePlugin:
+    def __init__(self) -> None:
+        # When pytest-timeout's timer for the current test fires (monotonic), if it runs.
+        self.deadline: float | None = None
+
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_fixture_setup(
         self, fixturedef: FixtureDef[Any], request: SubRequest
@@ -52,31 +64,57 @@ class ReusePlugin:
         known = fixtures.get((fixturedef.baseid, fixturedef.argname))
         if known is None or known.func is not fixturedef.func or fixturedef.scope != "session":
             return (yield)
+        if self.deadline is not None and known.seconds >= self.deadline - time.monotonic():
+            # A cold run would still be in this setup when the timeout fires.
+            return (yield)
         # pytest's own setup runs a function that hands back the snapshot's value: it caches
         # it as usual, reports it to --setup-show, and a value of None is no "no result".
         original = fixturedef.func
-        fixturedef.func = _returning(known.value)  # type: ignore[misc]
+        fixturedef.func = _returning(known.value, original)  # type: ignore[misc]
         try:
             return (yield)
         finally:
             fixturedef.func = original  # type: ignore[misc]
 
+    # pytest-timeout's own hooks (optional: unknown to pytest where it is not installed).
+    # Its timer covers fixture setup unless ``timeout_func_only``; it is set per test.
 
-def _returning(value: object) -> Any:
+    @pytest.hookimpl(optionalhook=True, tryfirst=True)
+    def pytest_timeout_set_timer(self, item: pytest.Item, settings: Any) -> None:
+        timeout = getattr(settings, "timeout", None)
+        if timeout and timeout > 0:
+            self.deadline = time.monotonic() + float(timeout)
+
+    @pytest.hookimpl(optionalhook=True, tryfirst=True)
+    def pytest_timeout_cancel_timer(self, item: pytest.Item) -> None:
+        self.deadline = None
+
+
+def _returning(value: object, original: Any) -> Any:
     def snapshot_value(**_: object) -> object:
         return value
 
+    # It stands in for the fixture's function: plugins that look at where the function
+    # comes from (pytest-asyncio warns about an ``event_loop_policy`` not its own) see the
+    # original's. Not its other attributes: pytest-asyncio's mark of an async fixture would
+    # have it run this plain function as a coroutine.
+    for name in ("__module__", "__name__", "__qualname__", "__doc__"):
+        try:
+            setattr(snapshot_value, name, getattr(original, name))
+        except (AttributeError, TypeError):
+            pass
     return snapshot_value
 
 
-def run_pytest(args: list[str]) -> int:
-    """Run pytest as its console script would, with the snapshot's work reused."""
+def run_pytest(args: list[str], extra: Sequence[object] = ()) -> int:
+    """Run pytest as its console script would, with the snapshot's work reused (and the
+    ``extra`` plugins)."""
     if conftests:
         # Only then: the wrapper's frame would show in the traceback of a conftest that fails.
         _pytest.config.import_path = _import_path  # type: ignore[attr-defined]
     for handler in foreign_log_handlers:
         logging.root.removeHandler(handler)
-    plugins: list[object] = [ReusePlugin()]
+    plugins: list[object] = [ReusePlugin(), *extra]
     try:
         main = getattr(_pytest.config, "_main", None)
         if main is not None:  # pytest >= 9.1 names the program in usage errors

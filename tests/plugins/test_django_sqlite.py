@@ -133,12 +133,17 @@ def pytest_configure(config):
 
 
 def test_a_conftest_that_configures_django_in_pytest_configure(project: Project) -> None:
-    """``pytest_configure`` runs once per process in plain pytest. A request child runs it
-    again in a process where the session snapshot already ran it: settings configured and
-    models registered, process-wide."""
+    """``pytest_configure`` runs once per process in plain pytest. A request child would run
+    it again in a process where the session snapshot already ran it (settings configured and
+    models registered, process-wide): snapd finds that out before it serves, and serves such
+    runs from the base snapshot, saying why."""
     write_django_project(project, DJANGO_SQLITE)
     project.write("pyproject.toml", pyproject())  # no DJANGO_SETTINGS_MODULE
     project.write("conftest.py", CONFIGURING_CONFTEST)
     project.start()
-    pair = same(project, "-v", TESTS)
-    assert outcomes(pair.cold.stdout)[f"{TESTS}::test_create_rows"] == "PASSED"
+    for _ in range(2):
+        pair = same(project, "-v", TESTS, notice=True)
+        assert outcomes(pair.cold.stdout)[f"{TESTS}::test_create_rows"] == "PASSED"
+        assert len(pair.notices) == 1, pair.notices
+        assert "Settings already configured" in pair.notices[0]
+        assert pair.notices[0].endswith("served from the base snapshot")
