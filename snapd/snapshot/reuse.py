@@ -27,6 +27,8 @@ import _pytest.config
 import pytest
 from _pytest.fixtures import FixtureDef, SubRequest
 
+from snapd.snapshot import imports
+
 
 @dataclass(frozen=True)
 class Fixture:
@@ -49,6 +51,7 @@ def _import_path(path: Any, **kwargs: Any) -> types.ModuleType:
     if module is None:
         return _original_import_path(path, **kwargs)
     sys.modules[module.__name__] = module
+    imports.touch([module.__name__])
     return module
 
 
@@ -75,6 +78,25 @@ class ReusePlugin:
             return (yield)
         finally:
             fixturedef.func = original  # type: ignore[misc]
+
+    # What a cold run of these arguments loads, for ``imports``: the test modules it collects
+    # (held by the snapshot, so not imported again) and the plugins it loads.
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_make_collect_report(
+        self, collector: pytest.Collector
+    ) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+        report = yield
+        module = getattr(collector, "_obj", None)
+        if isinstance(collector, pytest.Module) and isinstance(module, types.ModuleType):
+            imports.touch([module.__name__])
+        return report
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        plugins = session.config.pluginmanager.get_plugins()
+        imports.touch(p.__name__ for p in plugins if isinstance(p, types.ModuleType))
+        imports.before_tests()
 
     # pytest-timeout's own hooks (optional: unknown to pytest where it is not installed).
     # Its timer covers fixture setup unless ``timeout_func_only``; it is set per test.
@@ -114,6 +136,17 @@ def run_pytest(args: list[str], extra: Sequence[object] = ()) -> int:
         _pytest.config.import_path = _import_path  # type: ignore[attr-defined]
     for handler in foreign_log_handlers:
         logging.root.removeHandler(handler)
+    imports.begin_run()
+    main_module = sys.modules.get("__main__")
+    # As the ``pytest`` script's own module has it (the snapshot's is ``python -c``'s): what
+    # multiprocessing's spawn and Hypothesis's local constants read.
+    if (
+        main_module is not None
+        and not hasattr(main_module, "__file__")
+        and sys.argv
+        and os.path.isfile(sys.argv[0])
+    ):
+        main_module.__file__ = sys.argv[0]
     plugins: list[object] = [ReusePlugin(), *extra]
     try:
         main = getattr(_pytest.config, "_main", None)
