@@ -51,4 +51,5 @@ for version in 3.12 3.13; do
   fi
 done
 
+bash tools/test_plugins.sh  # the plugin compatibility leg, in a venv of its own
 echo "== all checks passed"
