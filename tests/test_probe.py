@@ -15,9 +15,13 @@ REGISTRY = """\
 registered = []
 
 
+class AlreadyRegistered(Exception):
+    pass
+
+
 def register(name):
     if name in registered:
-        raise RuntimeError(f"{name} is already registered")
+        raise AlreadyRegistered(f"{name} is already registered")
     registered.append(name)
 """
 
@@ -55,7 +59,7 @@ def test_a_hook_that_cannot_run_twice_is_served_from_the_base(project: Project, 
         assert normalise(warm.stdout) == normalise(cold.stdout)
         notices = _notices(warm.stderr)
         assert len(notices) == 1, warm.stderr
-        assert "RuntimeError: x is already registered" in notices[0]
+        assert "registry.AlreadyRegistered: x is already registered" in notices[0]
         assert notices[0].endswith("served from the base snapshot")
 
 

@@ -31,7 +31,10 @@ _KEPT_OUTPUT = 16384
 _FINE = (0, 5)
 # The probe child's own, when an after-fork hook failed: each run reports that itself.
 _HOOK_FAILED = 120
-_ERROR_LINE = re.compile(r"^(?:INTERNALERROR> )?(?:E +)?([\w.]+(?:Error|Exception|Exit)\b.*)$")
+# The last line of a traceback: ``name.of.Exception: message`` (frames are indented).
+_ERROR_LINE = re.compile(
+    r"^(?:INTERNALERROR> )?(?:E\s+)?((?:[a-z_]\w*\.)*[A-Z][a-z]\w*(?::\s.*)?)$"
+)
 
 
 def rerun_problem(args: list[str]) -> str:
@@ -120,7 +123,7 @@ def _last_error(output: str) -> str:
     """The last exception line of a traceback in ``output``, cut short."""
     found = ""
     for line in output.splitlines():
-        match = _ERROR_LINE.match(line.strip())
+        match = _ERROR_LINE.match(line.rstrip())
         if match:
             found = match[1]
     return found[:200]
