@@ -493,7 +493,7 @@ def _make_plugin_classes() -> tuple[type, type]:
                 return None
             from snapd.snapshot import prewarm
 
-            _, failed = prewarm.session_fixtures(session)
+            failed = prewarm.session_fixtures(session).failed
             self.profiler.failed_fixtures.extend({"name": n, "error": e} for n, e in failed)
             self.profiler.finish(FIXTURES)
             return True

@@ -64,7 +64,7 @@ def test_selection_and_reporting_args_are_per_request(args: list[str]) -> None:
 
 KEY_ONLY = [
     ["-p", "xdist"],
-    ["-p", "no:randomly"],
+    ["-p", "no:xdist"],
     ["-pxdist"],
     ["-o", "addopts=-x"],
     ["-o", "xfail_strict=true"],
@@ -87,6 +87,14 @@ def test_configuration_and_unknown_args_are_in_the_key(args: list[str]) -> None:
 def test_disabling_the_cache_is_per_request(args: list[str]) -> None:
     # Common in CI and safe: every child reads the cache afresh.
     assert split_args([*args, "t.py"]) == ([], [*args, "t.py"])
+
+
+@pytest.mark.parametrize(
+    "args", [["-p", "no:randomly"], ["-pno:randomly"], ["-p", "randomly"], ["-prandomly"]]
+)
+def test_turning_pytest_randomly_on_or_off_is_per_request(args: list[str]) -> None:
+    # All it does is per run; the snapshot's random state does not reach a run.
+    assert split_args(["-v", *args, "t.py"]) == ([], ["-v", *args, "t.py"])
 
 
 def test_doctest_example() -> None:

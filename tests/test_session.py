@@ -193,3 +193,98 @@ def test_a_session_fixture_whose_value_is_none_is_set_up_once(project: Project) 
     assert counter.read_text() == "setup\n"
     warm = project.run("--setup-show", "tests/test_a.py")
     assert "SETUP    S environment" in warm.stdout
+
+
+def test_a_session_fixture_that_draws_random_numbers_is_set_up_by_every_run(
+    project: Project,
+) -> None:
+    """Its value depends on the run's random state (pytest-randomly seeds it per run): each
+    run sets it up, as a cold run does. A fixture that depends on it too; others not."""
+    counter = project.root / "counter.txt"
+    project.env["COUNTER"] = str(counter)
+    project.write(
+        "tests/conftest.py",
+        """\
+        import os
+        import random
+
+        import pytest
+
+
+        def log(name):
+            with open(os.environ["COUNTER"], "a") as f:
+                f.write(f"{name}\\n")
+
+
+        @pytest.fixture(scope="session")
+        def drawn():
+            log("drawn")
+            return random.random()
+
+
+        @pytest.fixture(scope="session")
+        def derived(drawn):
+            log("derived")
+            return drawn * 2
+
+
+        @pytest.fixture(scope="session")
+        def steady():
+            log("steady")
+            return 42
+        """,
+    )
+    project.write(
+        "tests/test_a.py",
+        "def test_a(drawn, derived, steady):\n    print('value', drawn)\n"
+        "    assert derived == 2 * drawn and steady == 42\n",
+    )
+    project.start()
+    assert sorted(counter.read_text().split()) == ["derived", "drawn", "steady"]
+    values = set()
+    for _ in range(2):
+        result = project.run("-q", "-s", "tests/test_a.py")
+        assert result.returncode == 0, result.stdout + result.stderr
+        values.add(result.stdout.split("value ")[1].split()[0])
+    assert len(values) == 2  # drawn afresh by each run, as cold runs do
+    assert sorted(counter.read_text().split()) == sorted(
+        ["derived", "drawn", "steady"] + ["derived", "drawn"] * 2
+    )
+
+
+SLOW_FIXTURE = """\
+import os
+import time
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def slow():
+    with open(os.environ["COUNTER"], "a") as f:
+        f.write("setup\\n")
+    time.sleep(2)
+    return "ready"
+
+
+def test_uses_slow(slow):
+    assert slow == "ready"
+"""
+
+
+def test_a_timeout_covers_a_session_fixture_set_up_in_the_snapshot(project: Project) -> None:
+    """pytest-timeout's clock covers fixture setup: with ``--timeout`` shorter than the
+    fixture's setup a cold run errors in that setup, so the run sets it up itself; with a
+    longer one (or none) the snapshot's value serves."""
+    counter = project.root / "counter.txt"
+    project.env["COUNTER"] = str(counter)
+    project.write("tests/test_slow.py", SLOW_FIXTURE)
+    project.start()
+    for args, setups in ((["--timeout=1"], 1), (["--timeout=30"], 0), ([], 0)):
+        cold = project.cold("-v", *args, "tests/test_slow.py")
+        before = len(counter.read_text().split())
+        warm = project.run("-v", *args, "tests/test_slow.py")
+        assert len(counter.read_text().split()) - before == setups
+        assert warm.returncode == cold.returncode, warm.stdout + warm.stderr
+        assert normalise(warm.stdout) == normalise(cold.stdout)
+        assert ("Timeout (>1.0s) from pytest-timeout" in warm.stdout) == bool(setups)

@@ -5,9 +5,8 @@
 #   the `core` tests (what depends on the pytest or Python version: pytest internals snapd
 #   uses, terminal and exit-code parity) again on pytest 8.4 and, where pyenv has them, on
 #   Python 3.12 and 3.13, those three legs side by side.
-# (tests/plugins, the plugin compatibility tests, need a venv of their own, since those plugins
-# change every pytest run where they are installed: see tools/plugins-requirements.txt. They
-# are not in this run yet.)
+#   the plugin compatibility tests (tests/plugins), in a venv of their own, since those plugins
+#   change every pytest run where they are installed (tools/test_plugins.sh).
 # Each "==" line says how many seconds the script had run by then.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -117,5 +116,9 @@ if [ ${#failed[@]} -gt 0 ]; then
   echo "== core tests failed on: ${failed[*]} [${SECONDS}s]"
   exit 1
 fi
+
+# The plugin compatibility leg, in a venv of its own (see the script).
+step "plugin tests"
+bash tools/test_plugins.sh
 
 step "all checks passed"

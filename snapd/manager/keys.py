@@ -55,7 +55,12 @@ _KEY_VALUE_OPTIONS = {
 _SHORT_FLAGS = {"x", "v", "q", "s", "l", "h", "V"}
 # ``-p`` values that are safe per request: without the cache every child reads it afresh
 # anyway (common in CI); snapd's own plugin does nothing inside a request child.
-_REQUEST_PLUGINS = {"no:cacheprovider", "snapd"}
+# pytest-randomly on or off: all it does is per run (its seed, made or read at configure
+# time; the order of the run's own items; reseeding before each test), and what it did in the
+# snapshot does not reach a run: Python's ``random`` is reseeded at fork, the built-in hooks
+# reseed NumPy's and Faker's, and session fixtures that drew random numbers are set up by each
+# run (``session._prewarm``).
+_REQUEST_PLUGINS = {"no:cacheprovider", "snapd", "no:randomly", "randomly"}
 _SHORT_VALUES = {"k", "m", "r", "W"}
 _SHORT_KEY_VALUES = {"p", "c", "o", "n"}
 

@@ -19,7 +19,7 @@ import sys
 import sysconfig
 
 from snapd import profile, protocol
-from snapd.snapshot import lifetime, record
+from snapd.snapshot import imports, lifetime, record
 
 
 def main() -> None:
@@ -36,6 +36,7 @@ def main() -> None:
     profiler.mark(profile.INTERPRETER)
     profiler.start()
     record.start(lambda modules: _progress(control, modules))
+    imports.start()
     failed = _import_all(message.get("preload", []))
     # Imported here, not at the top: they import pytest, whose cost belongs to the profile.
     from snapd.snapshot import reuse, serve, session

@@ -5,6 +5,11 @@ fixtures here; forked children inherit the registry. In the child's fresh pytest
 ``import_path`` returns the snapshot's own conftest module (pytest would drop and re-import
 it), and ``pytest_fixture_setup`` returns the snapshot's value for a session fixture defined by
 the very same function object. The snapshot keeps the teardown.
+
+Where a cold run's outcome would depend on the fixture's setup itself, the child sets the
+fixture up for real instead: when pytest-timeout's clock is running for the test and the
+snapshot's setup of the fixture took longer than the time left (a cold run would time out in
+that setup, with that traceback).
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 import types
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +27,15 @@ import _pytest.config
 import pytest
 from _pytest.fixtures import FixtureDef, SubRequest
 
+from snapd.snapshot import imports
+
 
 @dataclass(frozen=True)
 class Fixture:
     func: object
     value: object
+    # How long its setup took in the snapshot, its own dependencies' setup included.
+    seconds: float = 0.0
 
 
 rootdir = "/"
@@ -41,10 +51,15 @@ def _import_path(path: Any, **kwargs: Any) -> types.ModuleType:
     if module is None:
         return _original_import_path(path, **kwargs)
     sys.modules[module.__name__] = module
+    imports.touch([module.__name__])
     return module
 
 
 class ReusePlugin:
+    def __init__(self) -> None:
+        # When pytest-timeout's timer for the current test fires (monotonic), if it runs.
+        self.deadline: float | None = None
+
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_fixture_setup(
         self, fixturedef: FixtureDef[Any], request: SubRequest
@@ -52,31 +67,87 @@ class ReusePlugin:
         known = fixtures.get((fixturedef.baseid, fixturedef.argname))
         if known is None or known.func is not fixturedef.func or fixturedef.scope != "session":
             return (yield)
+        if self.deadline is not None and known.seconds >= self.deadline - time.monotonic():
+            # A cold run would still be in this setup when the timeout fires.
+            return (yield)
         # pytest's own setup runs a function that hands back the snapshot's value: it caches
         # it as usual, reports it to --setup-show, and a value of None is no "no result".
         original = fixturedef.func
-        fixturedef.func = _returning(known.value)  # type: ignore[misc]
+        fixturedef.func = _returning(known.value, original)  # type: ignore[misc]
         try:
             return (yield)
         finally:
             fixturedef.func = original  # type: ignore[misc]
 
+    # What a cold run of these arguments loads, for ``imports``: the test modules it collects
+    # (held by the snapshot, so not imported again) and the plugins it loads.
 
-def _returning(value: object) -> Any:
+    @pytest.hookimpl(wrapper=True)
+    def pytest_make_collect_report(
+        self, collector: pytest.Collector
+    ) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+        report = yield
+        module = getattr(collector, "_obj", None)
+        if isinstance(collector, pytest.Module) and isinstance(module, types.ModuleType):
+            imports.touch([module.__name__])
+        return report
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        plugins = session.config.pluginmanager.get_plugins()
+        imports.touch(p.__name__ for p in plugins if isinstance(p, types.ModuleType))
+        imports.before_tests()
+
+    # pytest-timeout's own hooks (optional: unknown to pytest where it is not installed).
+    # Its timer covers fixture setup unless ``timeout_func_only``; it is set per test.
+
+    @pytest.hookimpl(optionalhook=True, tryfirst=True)
+    def pytest_timeout_set_timer(self, item: pytest.Item, settings: Any) -> None:
+        timeout = getattr(settings, "timeout", None)
+        if timeout and timeout > 0:
+            self.deadline = time.monotonic() + float(timeout)
+
+    @pytest.hookimpl(optionalhook=True, tryfirst=True)
+    def pytest_timeout_cancel_timer(self, item: pytest.Item) -> None:
+        self.deadline = None
+
+
+def _returning(value: object, original: Any) -> Any:
     def snapshot_value(**_: object) -> object:
         return value
 
+    # It stands in for the fixture's function: plugins that look at where the function
+    # comes from (pytest-asyncio warns about an ``event_loop_policy`` not its own) see the
+    # original's. Not its other attributes: pytest-asyncio's mark of an async fixture would
+    # have it run this plain function as a coroutine.
+    for name in ("__module__", "__name__", "__qualname__", "__doc__"):
+        try:
+            setattr(snapshot_value, name, getattr(original, name))
+        except (AttributeError, TypeError):
+            pass
     return snapshot_value
 
 
-def run_pytest(args: list[str]) -> int:
-    """Run pytest as its console script would, with the snapshot's work reused."""
+def run_pytest(args: list[str], extra: Sequence[object] = ()) -> int:
+    """Run pytest as its console script would, with the snapshot's work reused (and the
+    ``extra`` plugins)."""
     if conftests:
         # Only then: the wrapper's frame would show in the traceback of a conftest that fails.
         _pytest.config.import_path = _import_path  # type: ignore[attr-defined]
     for handler in foreign_log_handlers:
         logging.root.removeHandler(handler)
-    plugins: list[object] = [ReusePlugin()]
+    imports.begin_run()
+    main_module = sys.modules.get("__main__")
+    # As the ``pytest`` script's own module has it (the snapshot's is ``python -c``'s): what
+    # multiprocessing's spawn and Hypothesis's local constants read.
+    if (
+        main_module is not None
+        and not hasattr(main_module, "__file__")
+        and sys.argv
+        and os.path.isfile(sys.argv[0])
+    ):
+        main_module.__file__ = sys.argv[0]
+    plugins: list[object] = [ReusePlugin(), *extra]
     try:
         main = getattr(_pytest.config, "_main", None)
         if main is not None:  # pytest >= 9.1 names the program in usage errors

@@ -24,7 +24,7 @@ from typing import NoReturn
 import pytest
 
 from snapd import fileset, forks, profile, protocol
-from snapd.snapshot import lifetime, prewarm, record, reuse, serve
+from snapd.snapshot import lifetime, prewarm, probe, record, reuse, serve
 
 base_modules: dict[str, types.ModuleType] = {}
 _CONFIG_NAMES = ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg")
@@ -35,7 +35,11 @@ def build(control: socket.socket, message: protocol.Message) -> NoReturn:
     lifetime.die_with_parent(int(message["parent"]))
     reuse.rootdir = message["rootdir"]
     plugin = SessionPlugin(
-        control, Path(message["rootdir"]), message.get("preload", []), message["after_fork"]
+        control,
+        Path(message["rootdir"]),
+        message.get("preload", []),
+        message["after_fork"],
+        list(message["args"]),
     )
     os.chdir(message["cwd"])
     record.start(plugin.progress)
@@ -56,12 +60,19 @@ def build(control: socket.socket, message: protocol.Message) -> NoReturn:
 
 class SessionPlugin:
     def __init__(
-        self, control: socket.socket, rootdir: Path, preload: list[str], after_fork: list[str]
+        self,
+        control: socket.socket,
+        rootdir: Path,
+        preload: list[str],
+        after_fork: list[str],
+        args: list[str],
     ) -> None:
         self.control = control
         self.rootdir = rootdir
         self.preload = preload
         self.after_fork = tuple(after_fork)
+        # The arguments the snapshot's session was started with, less snapd's own.
+        self.args = args
         self.phase = "loading config and conftests"
         self.root_handlers = list(logging.root.handlers)
         # The build's breakdown (for `snapd stats`): from the fork to the fixtures set up.
@@ -92,6 +103,9 @@ class SessionPlugin:
         entries.update(_absent_config(session, self.rootdir))
         tests = _test_modules(session)
         threads = serve.thread_names()
+        if not fresh_only and len(threads) == 1:
+            # A fork is safe here, and must be before the snapshot serves.
+            fresh_only = probe.rerun_problem(self.args)
         gc.freeze()
         protocol.send(
             self.control,
@@ -132,19 +146,43 @@ def _needs_fresh_imports(config: pytest.Config) -> str:
 
 def _prewarm(session: pytest.Session) -> list[str]:
     """Set up the session fixtures, register those that succeeded and the conftest modules
-    for reuse by children, and name the fixtures that failed."""
-    seen, failed = prewarm.session_fixtures(session)
-    for fixturedef in seen:
+    for reuse by children, and name the fixtures that failed.
+
+    A fixture whose setup drew from the process-wide random generators is left for each run
+    to set up, as is any fixture that depends on one: its value depends on the run's random
+    state (pytest-randomly's seed, say).
+    """
+    prewarmed = prewarm.session_fixtures(session)
+    kept = {}
+    for fixturedef in prewarmed.defs:
         result = fixturedef.cached_result
-        if prewarm.reusable(fixturedef) and result is not None and result[2] is None:
-            reuse.fixtures[(fixturedef.baseid, fixturedef.argname)] = reuse.Fixture(
-                fixturedef.func, result[0]
-            )
+        setup = prewarmed.setups.get(id(fixturedef), prewarm.Setup())
+        if (
+            prewarm.reusable(fixturedef)
+            and result is not None
+            and result[2] is None
+            and not setup.random
+        ):
+            kept[id(fixturedef)] = (fixturedef, setup)
+    dropped = {
+        d.argname for d in prewarmed.defs if prewarmed.setups.get(id(d), prewarm.Setup()).random
+    }
+    while True:
+        # By name: an overridden fixture of the same name drops too, which only costs time.
+        depending = [k for k, (d, _) in kept.items() if dropped & set(d.argnames)]
+        if not depending:
+            break
+        for key in depending:
+            dropped.add(kept.pop(key)[0].argname)
+    for fixturedef, setup in kept.values():
+        reuse.fixtures[(fixturedef.baseid, fixturedef.argname)] = reuse.Fixture(
+            fixturedef.func, fixturedef.cached_result[0], setup.seconds
+        )
     for module in session.config.pluginmanager._conftest_plugins:
         path = getattr(module, "__file__", None)
         if path:
             reuse.conftests[str(Path(path))] = module
-    return [name for name, _ in failed]
+    return [name for name, _ in prewarmed.failed]
 
 
 def _session_modules() -> dict[str, types.ModuleType]:

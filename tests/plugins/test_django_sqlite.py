@@ -39,13 +39,12 @@ def test_same_outcomes_and_output_as_pytest(project: Project) -> None:
         f"{TESTS}::test_fails": "FAILED",
         f"{TESTS}::NotesTestCase::test_in_a_test_case": "PASSED",
     }
-    same(project, "-q", "-rA", TESTS, output=False)
 
 
 def test_every_request_sees_a_clean_database(project: Project) -> None:
     write_django_project(project, DJANGO_SQLITE)
     project.start()
-    for _ in range(3):
+    for _ in range(2):
         for name in ("test_create_rows", "test_create_committed_rows", "test_table_is_empty",
                      "NotesTestCase"):  # fmt: skip
             result = warm(project, "-q", f"{TESTS}::{name}")
@@ -75,7 +74,7 @@ def test_the_test_database_is_created_once_in_the_snapshot(project: Project) -> 
     log = project.root / "setups.log"
     snapshot_setups = log.read_text().split()
     assert len(snapshot_setups) == 1
-    for _ in range(3):
+    for _ in range(2):
         result = warm(project, "-v", "-s", f"{TESTS}::test_create_rows")
         assert result.returncode == 0, result.stdout + result.stderr
         # Django prints this (with -v and -s) whenever it creates a test database.
@@ -133,12 +132,17 @@ def pytest_configure(config):
 
 
 def test_a_conftest_that_configures_django_in_pytest_configure(project: Project) -> None:
-    """``pytest_configure`` runs once per process in plain pytest. A request child runs it
-    again in a process where the session snapshot already ran it: settings configured and
-    models registered, process-wide."""
+    """``pytest_configure`` runs once per process in plain pytest. A request child would run
+    it again in a process where the session snapshot already ran it (settings configured and
+    models registered, process-wide): snapd finds that out before it serves, and serves such
+    runs from the base snapshot, saying why."""
     write_django_project(project, DJANGO_SQLITE)
     project.write("pyproject.toml", pyproject())  # no DJANGO_SETTINGS_MODULE
     project.write("conftest.py", CONFIGURING_CONFTEST)
     project.start()
-    pair = same(project, "-v", TESTS)
-    assert outcomes(pair.cold.stdout)[f"{TESTS}::test_create_rows"] == "PASSED"
+    for _ in range(2):
+        pair = same(project, "-v", TESTS, notice=True)
+        assert outcomes(pair.cold.stdout)[f"{TESTS}::test_create_rows"] == "PASSED"
+        assert len(pair.notices) == 1, pair.notices
+        assert "Settings already configured" in pair.notices[0]
+        assert pair.notices[0].endswith("served from the base snapshot")

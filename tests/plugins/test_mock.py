@@ -86,5 +86,5 @@ def test_same_outcomes_and_output_as_pytest(project: Project) -> None:
         f"{FILE}::test_session_patch": "PASSED",
         f"{FILE}::test_called_wrongly": "FAILED",
     }
-    for test in ("test_session_patch", "test_unpatched_again", "test_called_wrongly"):
-        same(project, "-v", f"{FILE}::{test}")
+    # The session's patch alone, in a second run from the same snapshot.
+    same(project, "-v", f"{FILE}::test_session_patch")
