@@ -119,6 +119,6 @@ fi
 
 # The plugin compatibility leg, in a venv of its own (see the script).
 step "plugin tests"
-bash tools/test_plugins.sh
+UV=$UV bash tools/test_plugins.sh
 
 step "all checks passed"
