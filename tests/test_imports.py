@@ -4,8 +4,12 @@ though the snapshot holds the whole suite's modules and snapd's own."""
 
 from __future__ import annotations
 
+import importlib
+import sys
+from pathlib import Path
+
 import pytest
-from conftest import Project
+from conftest import Project, normalise
 
 from snapd.snapshot import imports
 
@@ -67,3 +71,43 @@ def test_reachable_follows_module_level_imports_and_parents() -> None:
     finally:
         imports.graph.clear()
         imports.graph.update(saved)
+
+
+def test_source_imports_are_the_module_level_ones(tmp_path: Path) -> None:
+    """A module a run imported itself: its imports are read from its source, those of its
+    functions left out (they run later, if at all), relative ones resolved."""
+    package = tmp_path / "pkg_for_source_imports"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "sibling.py").write_text("name = 1\n")
+    module = package / "mod.py"
+    module.write_text(
+        "import os, json\nfrom . import sibling\nfrom .sibling import name\n"
+        "try:\n    import tomllib\nexcept ImportError:\n    tomllib = None\n\n"
+        "class Thing:\n    import textwrap\n\n"
+        "def later():\n    import csv\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        loaded = importlib.import_module("pkg_for_source_imports.mod")
+        assert imports.source_imports(loaded) == {
+            "os", "json", "pkg_for_source_imports", "pkg_for_source_imports.sibling",
+            "tomllib", "textwrap",
+        }  # fmt: skip
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [n for n in sys.modules if n.startswith("pkg_for_source_imports")]:
+            del sys.modules[name]
+
+
+def test_a_failing_import_shows_no_frame_of_snapd(project: Project) -> None:
+    """Runs import through Python's own machinery: a test module that fails to import shows
+    the traceback a cold run shows."""
+    write(project)
+    project.write("tests/test_broken.py", "import app.missing\n")
+    project.start()
+    cold = project.cold("-p", "no:cacheprovider", "tests/test_broken.py")
+    warm = project.run("-p", "no:cacheprovider", "tests/test_broken.py")
+    assert warm.returncode == cold.returncode == 2
+    assert "snapd/snapshot" not in warm.stdout
+    assert normalise(warm.stdout) == normalise(cold.stdout)

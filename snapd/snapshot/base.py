@@ -42,6 +42,7 @@ def main() -> None:
     from snapd.snapshot import reuse, serve, session
 
     record.stop()
+    imports.stop()
     profiler.finish("imports", measure=False)
     entries, stale = record.collect(set(record.module_files()) | _site_dirs())
     threads = serve.thread_names()

@@ -6,15 +6,20 @@ Hypothesis draws examples partly from the literals of the *local* modules loaded
 process that holds more than a cold run loads: a request child holds every module the whole
 suite imports, and snapd's own.
 
-To draw as a cold run does, snapshots record their import graph while they are built (who
-imports what: imports of modules already loaded too), a request child records what its run
-imports and collects, and Hypothesis is shown only the modules a cold run would have loaded by
-then: those reachable in the graph from what the run imported, collected and loaded as plugins.
-All of it only where Hypothesis is installed; elsewhere this module does nothing.
+To draw as a cold run does, snapshots record their import graph while they are built (which
+module's top-level code imports which: imports of modules already loaded too), and a request
+child shows Hypothesis only the modules reachable in that graph from what its run loads: the
+test modules it collects, the conftests and plugins it uses, and the modules it imports itself
+(whose module-level imports are read from their source). All of it only where Hypothesis is
+installed; elsewhere this module does nothing.
+
+The recording wraps ``__import__`` and ``importlib.import_module`` while a snapshot is built,
+never while a run runs: a wrapper's frame would show in the tracebacks of failing imports.
 """
 
 from __future__ import annotations
 
+import ast
 import builtins
 import importlib
 import importlib.util
@@ -25,24 +30,33 @@ from typing import Any
 
 # importer module name -> the modules it imports
 graph: dict[str, set[str]] = {}
-# In a request child, while its pytest runs: what the run imported, collected, loaded.
+# In a request child, while its pytest runs: what the run collected and loaded (as a
+# conftest, a plugin) of what the snapshot held.
 _touched: set[str] | None = None
-# In a request child: the modules its snapshot held. Any other was loaded by the run itself.
+# In a request child: the modules its snapshot held. Any other was loaded by the run itself,
+# and its imports are read from its source once (``_read``).
 _held: set[str] = set()
+_read: set[str] = set()
 _installed = False
 _original_import = builtins.__import__
 _original_import_module = importlib.import_module
 
 
 def start() -> None:
-    """Record imports from now on, in this process and its forks (where Hypothesis is
-    installed: nothing else needs the graph)."""
+    """Record imports from now on (where Hypothesis is installed: nothing else needs the
+    graph), until ``stop``."""
     global _installed
-    if _installed or importlib.util.find_spec("hypothesis") is None:
+    if importlib.util.find_spec("hypothesis") is None:
         return
     _installed = True
     builtins.__import__ = _import
     importlib.import_module = _import_module
+
+
+def stop() -> None:
+    """Stop recording, before this snapshot serves: runs import through Python's own."""
+    builtins.__import__ = _original_import
+    importlib.import_module = _original_import_module
 
 
 def _import(
@@ -98,11 +112,8 @@ def _note(
 
 
 def _edge(importer: str, targets: list[str], caller: types.FrameType) -> None:
-    """Everything a run imports counts as loaded by it; the graph keeps only what modules
-    import as they are executed. (A function's import says nothing of what loading its
-    module loads: pytest's own loader imports every test module.)"""
-    if _touched is not None:
-        _touched.update(targets)
+    """Only what modules import as they are executed: a function's import says nothing of
+    what loading its module loads (pytest's own loader imports every test module)."""
     if caller.f_code.co_name == "<module>":
         graph.setdefault(importer, set()).update(targets)
 
@@ -144,6 +155,43 @@ def reachable(roots: Iterable[str]) -> set[str]:
         if parent:
             todo.append(parent)
     return seen
+
+
+def source_imports(module: types.ModuleType) -> set[str]:
+    """What the module-level code of ``module`` imports, read from its source: for a module a
+    run imported itself, which the snapshot's graph does not know."""
+    path = getattr(module, "__file__", None)
+    name = getattr(module, "__name__", "")
+    if not isinstance(path, str) or not path.endswith(".py"):
+        return set()
+    try:
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read(), path)
+    except (OSError, SyntaxError, ValueError):
+        return set()
+    package = getattr(module, "__package__", None) or name.rpartition(".")[0]
+    found: set[str] = set()
+    todo: list[ast.AST] = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue  # runs later, if at all
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            try:
+                base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+            except (ImportError, ValueError):
+                continue
+            found.add(base)
+            found.update(
+                f"{base}.{alias.name}"
+                for alias in node.names
+                if f"{base}.{alias.name}" in sys.modules
+            )
+        else:
+            todo.extend(ast.iter_child_nodes(node))
+    return found
 
 
 class _HypothesisView:
@@ -188,7 +236,11 @@ class _HypothesisView:
         if state == self.synced:
             return
         self.synced = state
-        visible = reachable(_touched)
+        for name, module in list(sys.modules.items()):
+            if name not in _held and name not in _read and isinstance(module, types.ModuleType):
+                _read.add(name)
+                graph[name] = source_imports(module)
+        visible = reachable(_touched | (set(sys.modules) - _held))
         shown = False
         for name, module in list(sys.modules.items()):
             key = id(module)

@@ -24,7 +24,7 @@ from typing import NoReturn
 import pytest
 
 from snapd import fileset, forks, profile, protocol
-from snapd.snapshot import lifetime, prewarm, probe, record, reuse, serve
+from snapd.snapshot import imports, lifetime, prewarm, probe, record, reuse, serve
 
 base_modules: dict[str, types.ModuleType] = {}
 _CONFIG_NAMES = ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg")
@@ -43,6 +43,7 @@ def build(control: socket.socket, message: protocol.Message) -> NoReturn:
     )
     os.chdir(message["cwd"])
     record.start(plugin.progress)
+    imports.start()
     plugin.profiler.start()
     try:
         plugins = [plugin, plugin.profiler.plugin()]
@@ -99,6 +100,7 @@ class SessionPlugin:
             h for h in logging.root.handlers if h not in self.root_handlers
         ]
         record.stop()
+        imports.stop()
         entries, stale = record.collect(set(_session_files()))
         entries.update(_absent_config(session, self.rootdir))
         tests = _test_modules(session)
