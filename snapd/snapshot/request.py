@@ -22,9 +22,9 @@ from snapd import forks, protocol
 from snapd.snapshot import pages, record, reuse
 
 
-def wait_and_run(sock: socket.socket, report: socket.socket) -> NoReturn:
-    """Run the request that comes on ``sock``; then tell the snapshot on ``report`` which
-    pages this run wrote, for its next spares to copy ahead."""
+def wait_and_run(sock: socket.socket, report: socket.socket | None) -> NoReturn:
+    """Run the request that comes on ``sock``; then tell the snapshot on ``report``, if any,
+    which pages this run wrote, for its next spares to copy ahead."""
     code = 1
     held = set(sys.modules)
     try:
@@ -44,12 +44,13 @@ def wait_and_run(sock: socket.socket, report: socket.socket) -> NoReturn:
         protocol.send(sock, {"op": "exit", "code": code, "imported": _outside(held)})
     except OSError:
         pass
-    # The client has its exit code by now: this is off its path. Never wait on the snapshot.
-    report.setblocking(False)
-    try:
-        report.send(pages.written())
-    except OSError:
-        pass
+    if report is not None:
+        # The client has its exit code by now: this is off its path. Never wait on the snapshot.
+        report.setblocking(False)
+        try:
+            report.send(pages.written())
+        except OSError:
+            pass
     os._exit(code)
 
 

@@ -26,8 +26,13 @@ from snapd import protocol
 from snapd.snapshot import pages, record, request
 
 ForkSession = Callable[[socket.socket, protocol.Message], NoReturn]
-# The pages the latest request child wrote: the spares forked next copy them ahead.
+# The pages the latest clean request child wrote: the spares forked next copy them ahead.
+# A child that copied pages ahead holds them as its own, written or not, so only a clean one
+# (it copied nothing) reports: else a page written once would be copied into every child from
+# then on. One spare in CLEAN_EVERY, and the first, is clean.
 _written = b""
+_spares = 0
+CLEAN_EVERY = 10
 
 
 def serve(control: socket.socket, fork_session: ForkSession | None = None) -> None:
@@ -108,6 +113,9 @@ def _fork(
         protocol.close_fds(fds)
         protocol.send(control, {"op": "error", "message": f"cannot {message['op']!r} here"})
         return None
+    global _spares
+    clean = not _written or _spares % CLEAN_EVERY == 0
+    _spares += theirs is not None
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -121,8 +129,10 @@ def _fork(
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         if theirs is not None:
             theirs.close()
-            pages.populate(_written)
-            return lambda: request.wait_and_run(ours, report)
+            if not clean:
+                report.close()
+                pages.populate(_written)
+            return lambda: request.wait_and_run(ours, report if clean else None)
         report.close()
         assert fork_session is not None
         return lambda: fork_session(ours, message)
