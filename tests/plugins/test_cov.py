@@ -11,9 +11,10 @@ import pytest
 
 pytest.importorskip("pytest_cov")
 
-from conftest import Project, canonical, outcomes, pyproject, same, warm_of
+from conftest import Project, canonical, module_project, outcomes, pyproject, same, warm_of
 
 pytestmark = pytest.mark.timeout(300)
+project = module_project()
 
 CALC = """\
 RATE = 3

@@ -8,9 +8,10 @@ import pytest
 
 pytest.importorskip("hypothesis")
 
-from conftest import Project, outcomes, pyproject, same, warm_of
+from conftest import Project, module_project, outcomes, pyproject, same, warm_of
 
 pytestmark = pytest.mark.timeout(300)
+project = module_project()
 
 TESTS = """\
 from hypothesis import given, settings, strategies as st
