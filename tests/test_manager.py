@@ -198,11 +198,11 @@ def test_memory_cap_keeps_only_the_newest_chain(started: Project) -> None:
     started.env["SNAPD_MAX_MEMORY_MB"] = "1"  # below any chain: only the newest survives
     started.start()
     assert (
-        started.run("tests/test_many.py", "-q", "-p", "no:randomly", "-k", "not 13").returncode == 0
+        started.run("tests/test_many.py", "-q", "-p", "no:doctest", "-k", "not 13").returncode == 0
     )
     wait_for(lambda: len(status_json(started)["chains"]) == 1, message="the old chain evicted")
     (chain,) = status_json(started)["chains"]
-    assert chain["args"] == ["-p", "no:randomly"]
+    assert chain["args"] == ["-p", "no:doctest"]
 
 
 def status_json(project: Project) -> dict[str, Any]:
