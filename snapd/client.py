@@ -8,17 +8,20 @@ one line on stderr: never worse than pytest.
 
 from __future__ import annotations
 
+import _socket  # see snapd/protocol.py
 import os
 import resource
 import signal
-import socket
 import sys
 import time
-from collections.abc import Callable
-from typing import NoReturn
 
 from snapd import protocol
 from snapd.paths import ProjectPaths, RuntimeDirError, find_rootdir
+
+TYPE_CHECKING = False  # see snapd/__init__.py
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import NoReturn
 
 RLIMITS = ("RLIMIT_NOFILE", "RLIMIT_CORE", "RLIMIT_STACK", "RLIMIT_AS", "RLIMIT_NPROC")
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGWINCH)
@@ -59,7 +62,7 @@ def serve(args: list[str], env: dict[str, str]) -> str:
     follow(sock, int(message["pid"]))
 
 
-def receive_past_progress(sock: socket.socket) -> tuple[protocol.Message, list[int]] | None:
+def receive_past_progress(sock: _socket.socket) -> tuple[protocol.Message, list[int]] | None:
     """The next message that is not a build's progress; the progress is shown on a tty."""
     shown = False
     tty = sys.stderr.isatty()
@@ -121,7 +124,7 @@ def _autostart(rootdir: str) -> bool:
 
 def connect(
     paths: ProjectPaths, *, autostart: bool | Callable[[str], bool]
-) -> socket.socket | None:
+) -> _socket.socket | None:
     """A connection to the project's manager, starting one first if asked to."""
     sock = _try_connect(paths)
     if sock is not None or not (autostart(paths.rootdir) if callable(autostart) else autostart):
@@ -136,8 +139,8 @@ def connect(
     return None
 
 
-def _try_connect(paths: ProjectPaths) -> socket.socket | None:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def _try_connect(paths: ProjectPaths) -> _socket.socket | None:
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.connect(paths.socket)
     except (FileNotFoundError, ConnectionRefusedError):
@@ -165,7 +168,7 @@ def spawn_manager(rootdir: str) -> None:
     )
 
 
-def follow(sock: socket.socket, pid: int) -> NoReturn:
+def follow(sock: _socket.socket, pid: int) -> NoReturn:
     """Forward signals to the child until the manager reports how it ended; end the same way."""
     for sig in FORWARDED:
         signal.signal(sig, lambda signum, _: _signal_child(pid, signum))

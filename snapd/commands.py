@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+from contextlib import closing
 from typing import Any
 
 import click
@@ -31,7 +32,7 @@ def _ask(paths: ProjectPaths, message: protocol.Message) -> protocol.Message | N
     sock = client.connect(paths, autostart=False)
     if sock is None:
         return None
-    with sock:
+    with closing(sock):
         protocol.send(sock, message)
         got = protocol.recv(sock)
     return got[0] if got else None
@@ -95,7 +96,7 @@ def start(foreground: bool, wait: bool, poll: bool) -> None:
             sock = client.connect(paths, autostart=False)
         if sock is None:
             raise click.ClickException(f"the daemon did not start; see {paths.log}")
-        with sock:
+        with closing(sock):
             protocol.send(sock, {"op": "wait"})
             got = client.receive_past_progress(sock)
         state = got[0].get("state") if got else "gone"
@@ -127,11 +128,23 @@ def _stop(paths: ProjectPaths) -> None:
     deadline = time.monotonic() + STOP_TIMEOUT
     while _running_pid(paths) is not None and time.monotonic() < deadline:
         time.sleep(0.02)  # the lock is released only when the manager has exited
-    _, survivors = psutil.wait_procs(tree, timeout=max(0.1, deadline - time.monotonic()))
+    while not all(_ended(p) for p in tree) and time.monotonic() < deadline:
+        time.sleep(0.02)  # not our children: their end cannot be waited on, only seen
+    survivors = [p for p in tree if not _ended(p)]
     for process in survivors:  # a teardown that hung: nothing of snapd's may stay behind
         process.kill()
     left = f"; killed {len(survivors)} that did not stop" if survivors else ""
     click.echo(f"snapd: stopped (pid {pid}){left}")
+
+
+def _ended(process: psutil.Process) -> bool:
+    """Gone, or a zombie. The manager is nobody's child once started, so it is reaped by init,
+    which may take its time (over a second in some containers) or, as PID 1 of a container run
+    without an init, never: a zombie has ended all the same."""
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _process_tree(pid: int) -> list[psutil.Process]:

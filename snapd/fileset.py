@@ -69,7 +69,8 @@ def changed(entries: MutableMapping[str, Stamp | None]) -> list[str]:
     """
     moved = []
     stat = os.stat  # on every request, for thousands of files: keep the loop lean
-    for path, recorded in entries.items():
+    # A copy: the manager's thread reading a snapshot may add entries meanwhile.
+    for path, recorded in list(entries.items()):
         try:
             info = stat(path)
         except OSError:  # gone, or out of reach now: changed unless it was absent before

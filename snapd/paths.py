@@ -9,7 +9,6 @@ This module is on the client's hot path: plain strings, no pathlib or dataclasse
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 
@@ -115,9 +114,21 @@ class ProjectPaths:
 
     @classmethod
     def for_rootdir(cls, rootdir: str) -> ProjectPaths:
-        digest = hashlib.sha256(rootdir.encode()).hexdigest()[:16]
-        return cls(rootdir, os.path.join(runtime_base(), digest))
+        return cls(rootdir, os.path.join(runtime_base(), _sha256_hex(rootdir.encode())[:16]))
 
     def create(self) -> None:
         ensure_private_dir(os.path.dirname(self.directory))
         ensure_private_dir(self.directory)
+
+
+def _sha256_hex(data: bytes) -> str:
+    """``hashlib.sha256(data).hexdigest()`` without importing hashlib, which loads OpenSSL: that
+    costs the client milliseconds on every run. The builtin module is hashlib's own fallback."""
+    for name in ("_sha2", "_sha256"):  # Python 3.12+, then 3.10 and 3.11
+        try:
+            return str(__import__(name).sha256(data).hexdigest())
+        except ImportError:
+            continue
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()

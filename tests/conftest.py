@@ -20,8 +20,12 @@ import pytest
 BIN = Path(sys.executable).parent
 SNAPD = str(BIN / "snapd")
 PYTEST = str(BIN / "pytest")
-# Variables our own pytest run sets, which a user's shell would not have.
+# Variables our own pytest run sets, which a user's shell would not have. Under pytest-xdist:
+# the worker's own, and COLUMNS and LINES, which GNU readline (pytest imports it at start-up)
+# puts in the C environment that the workers inherit. They would override a pty's size.
 _OURS = ("PYTEST_ADDOPTS", "PYTEST_CURRENT_TEST", "PYTEST_VERSION", "PYTEST_PLUGINS")
+_OURS += ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
+_OURS += ("COLUMNS", "LINES")
 
 
 def normalise(output: str) -> str:

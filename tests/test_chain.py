@@ -8,9 +8,18 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from conftest import Project, normalise
+
+from snapd import fileset
+from snapd.config import Settings
+from snapd.manager.chain import Chain
+from snapd.manager.snapshots import READY, Snapshot
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -173,3 +182,35 @@ def test_watch_ignore_keeps_the_session_warm(project: Project) -> None:
     project.write("notes/todo.txt", "2\n")
     assert project.run("tests/test_a.py").returncode == 0
     assert snapshot_pids(project)["session"] == session
+
+
+# -- checks made ahead of a request ------------------------------------------------------------
+
+
+def test_a_check_begun_after_the_client_connected_stands_for_its_request(tmp_path: Path) -> None:
+    module = tmp_path / "mod.py"
+    module.write_text("A = 1\n")
+    chain = Chain(
+        "key", str(tmp_path), str(tmp_path), sys.executable, [], {},
+        str(tmp_path / "state.json"), str(tmp_path / "log"), lambda run: run(), Settings(),
+    )  # fmt: skip
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        snapshot = Snapshot("base", ours, chain.changed)
+        snapshot.state = READY
+        snapshot.files = fileset.stamps([str(module)])
+        chain.base = snapshot
+
+        connected = time.monotonic()
+        chain.check_ahead()
+        module.write_text("A = 22\n")  # after the check began: after the client started
+        assert chain._moved(snapshot, since=connected) == []
+        # A request whose client connected after the check gets a check of its own.
+        assert chain._moved(snapshot, since=time.monotonic()) == [str(module)]
+
+        module.write_text("A = 1\n")
+        connected = time.monotonic()
+        chain.check_ahead()
+        snapshot.files_version += 1  # the snapshot imported more since: that was not checked
+        module.write_text("A = 3\n")
+        assert chain._moved(snapshot, since=connected) == [str(module)]

@@ -44,10 +44,11 @@ def started(project: Project) -> Project:
     ("args", "code"),
     [
         (["tests/test_only_pass.py"], 0),
-        (["tests/test_outcomes.py"], 1),
-        (["tests/test_broken.py"], 2),
-        (["--no-such-option"], 4),
-        (["empty"], 5),
+        # The core ones: how assertions, tracebacks, usage errors and "no tests" read.
+        pytest.param(["tests/test_outcomes.py"], 1, marks=pytest.mark.core),
+        pytest.param(["tests/test_broken.py"], 2, marks=pytest.mark.core),
+        pytest.param(["--no-such-option"], 4, marks=pytest.mark.core),
+        pytest.param(["empty"], 5, marks=pytest.mark.core),
         (["tests/test_outcomes.py", "-k", "nothing_matches"], 5),
     ],
     ids=["pass", "fail", "collection-error", "usage-error", "no-tests", "deselected"],
@@ -63,6 +64,7 @@ def test_exit_codes_and_output_match_plain_pytest(
     assert normalise(warm.stderr) == normalise(cold.stderr)
 
 
+@pytest.mark.core
 def test_outcome_lines_match(started: Project) -> None:
     warm = started.run("-rA", "-v", "tests/test_outcomes.py")
     cold = started.cold("-rA", "-v", "tests/test_outcomes.py")
@@ -79,6 +81,7 @@ def test_served_from_the_session_snapshot(started: Project) -> None:
     assert '"session": 1' in status
 
 
+@pytest.mark.core
 def test_colours_and_width_follow_the_clients_terminal(started: Project) -> None:
     def on_pty(argv: list[str]) -> str:
         term = PtyProcess(argv, str(started.root), started.env, rows=30, cols=61)
@@ -97,6 +100,7 @@ def test_colours_and_width_follow_the_clients_terminal(started: Project) -> None
     assert normalise(warm) == normalise(cold)
 
 
+@pytest.mark.core
 def test_pdb_takes_commands_from_the_terminal(started: Project) -> None:
     started.write(
         "tests/test_pdb.py", "def test_value():\n    secret = 41\n    assert secret == 42\n"
@@ -112,6 +116,7 @@ def test_pdb_takes_commands_from_the_terminal(started: Project) -> None:
     assert "1 failed" in term.text
 
 
+@pytest.mark.core
 def test_ctrl_c_interrupts_the_test_like_pytest(started: Project) -> None:
     started.write(
         "tests/test_sleep.py",
@@ -136,6 +141,7 @@ def test_child_killed_by_a_signal_ends_the_client_with_that_signal(started: Proj
     assert result.returncode == -9
 
 
+@pytest.mark.core
 def test_without_a_daemon_it_runs_plain_pytest_and_says_so(project: Project) -> None:
     project.write("tests/test_a.py", "def test_a():\n    pass\n")
     project.env["SNAPD_AUTOSTART"] = "0"

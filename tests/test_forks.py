@@ -55,6 +55,22 @@ def test_a_failing_hook_is_reported(project: Project) -> None:
     assert "after_fork hook" in result.stderr and "no database" in result.stderr
 
 
+def test_numpy_draws_differ_between_runs_as_in_fresh_processes(project: Project) -> None:
+    # Without the built-in reseed, every child would draw what the snapshot would draw next.
+    draws = project.root / "draws.txt"
+    # numpy makes its global state on first use: here, in the snapshot.
+    project.write("tests/conftest.py", "import numpy\n\nnumpy.random.random()\n")
+    project.write(
+        "tests/test_a.py",
+        f"import numpy\n\ndef test_a():\n    with open({str(draws)!r}, 'a') as f:\n"
+        "        f.write(f'{numpy.random.random()!r}\\n')\n",
+    )
+    project.start()
+    for _ in range(3):
+        assert project.run("tests/test_a.py", "-q").returncode == 0
+    assert len(set(draws.read_text().split())) == 3
+
+
 def test_an_inherited_event_loop_gets_a_selector_and_self_pipe_of_its_own() -> None:
     """A loop made before a fork, renewed in the child: the child's wakeups reach the
     child's loop, the parent's its own, and what the loop watched is still watched."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import subprocess
@@ -9,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from snapd.manager.keys import (
     DEFAULT_VOLATILE_ENV,
@@ -271,6 +274,15 @@ def test_stable_env_with_explicit_patterns() -> None:
     env = {"HOME": "/root", "TERM": "xterm", "MY_TOKEN": "1"}
     assert stable_env(env, ("MY_*",)) == {"HOME": "/root", "TERM": "xterm"}
     assert stable_env(env, ()) == env
+
+
+_GLOB = st.text(alphabet="AB_*?[]!-\n", max_size=6)
+
+
+@given(st.lists(_GLOB, max_size=4), st.text(alphabet="AB_*?[]!-\n", max_size=6))
+def test_stable_env_matches_as_fnmatchcase_does(patterns: list[str], name: str) -> None:
+    volatile = any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+    assert stable_env({name: "x"}, patterns) == ({} if volatile else {name: "x"})
 
 
 def test_volatile_patterns_default() -> None:

@@ -73,6 +73,36 @@ def test_stop_leaves_no_process_behind(started: Project) -> None:
     assert not list(Path(started.runtime).glob("*/sock"))
 
 
+# `snapd start` in a process that adopts orphans and never reaps them, as PID 1 of a container
+# run without an init does: the manager, orphaned when `snapd start` exits, becomes its child.
+NON_REAPER = """
+import ctypes, subprocess, sys
+PR_SET_CHILD_SUBREAPER = 36
+assert ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+subprocess.run([sys.argv[1], "start", "--wait"], check=True, stdout=subprocess.DEVNULL)
+print("started", flush=True)
+sys.stdin.read()  # holds its zombies until the test closes stdin
+"""
+
+
+def test_stop_does_not_wait_for_the_manager_to_be_reaped(project: Project) -> None:
+    project.write("tests/test_a.py", "def test_a():\n    pass\n")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", NON_REAPER, SNAPD], cwd=project.root, env=project.env,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "started\n"
+        manager = psutil.Process(project.manager_pid())
+        assert manager.ppid() == holder.pid
+        result = project.snapd("stop", timeout=30)  # STOP_TIMEOUT is 45 s
+        assert result.returncode == 0 and "stopped" in result.stdout
+        assert "killed" not in result.stdout  # an ended manager is no survivor
+        assert manager.status() == psutil.STATUS_ZOMBIE  # ended, and nobody reaped it
+    finally:
+        holder.communicate(timeout=30)  # its zombies go to init, which reaps them
+
+
 def test_start_is_idempotent_and_concurrent_starts_leave_one_manager(project: Project) -> None:
     project.write("tests/test_a.py", "def test_a():\n    pass\n")
     starts = [
@@ -163,6 +193,7 @@ def test_a_peer_of_another_uid_is_refused(started: Project) -> None:
     assert "only its own user" in result.stdout, result.stderr
 
 
+@pytest.mark.serial  # every daemon running beside it would see snapd change, and restart
 def test_an_upgrade_of_snapd_itself_restarts_the_daemon(started: Project, tmp_path: Path) -> None:
     import snapd.paths
 
@@ -197,12 +228,12 @@ def test_memory_cap_keeps_only_the_newest_chain(started: Project) -> None:
     started.snapd("stop")
     started.env["SNAPD_MAX_MEMORY_MB"] = "1"  # below any chain: only the newest survives
     started.start()
-    assert (
-        started.run("tests/test_many.py", "-q", "-p", "no:doctest", "-k", "not 13").returncode == 0
-    )
+    # An ini override shapes configuration: a chain of its own.
+    args = ["-o", "console_output_style=classic"]
+    assert started.run("tests/test_many.py", "-q", *args, "-k", "not 13").returncode == 0
     wait_for(lambda: len(status_json(started)["chains"]) == 1, message="the old chain evicted")
     (chain,) = status_json(started)["chains"]
-    assert chain["args"] == ["-p", "no:doctest"]
+    assert chain["args"] == args
 
 
 def status_json(project: Project) -> dict[str, Any]:

@@ -28,7 +28,9 @@ from hypothesis import strategies as st
 
 from snapd import protocol
 
-pytestmark = pytest.mark.timeout(240)
+# One xdist worker runs the whole module (tools/test.sh uses --dist loadgroup), so its
+# module-scoped fixtures are built once, not once per worker.
+pytestmark = [pytest.mark.timeout(240), pytest.mark.xdist_group("manager_fuzz")]
 
 MAX_EXAMPLES = 500
 REPLY_TIMEOUT = 15.0  # every message is answered (or its connection closed) within this

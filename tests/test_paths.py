@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import stat
@@ -331,6 +332,8 @@ def test_one_directory_per_rootdir(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert ProjectPaths.for_rootdir("/src/ap").directory != a.directory
     assert os.path.dirname(a.directory) == str(tmp_path)
     assert a.rootdir == "/src/app"
+    # The name daemons of earlier versions listen under: an upgrade must find and stop them.
+    assert os.path.basename(a.directory) == hashlib.sha256(b"/src/app").hexdigest()[:16]
 
 
 def test_socket_path_is_short_for_a_long_rootdir(

@@ -39,7 +39,16 @@ def pytest_run(
     )
 
 
-@pytest.mark.parametrize("how", ["env", "-p", "ini"])
+# The plugin hooks pytest's own start-up (load_initial_conftests, its capture manager, addini):
+# the -p and ini cases, and the debugger check, are core.
+@pytest.mark.parametrize(
+    "how",
+    [
+        "env",
+        pytest.param("-p", marks=pytest.mark.core),
+        pytest.param("ini", marks=pytest.mark.core),
+    ],
+)
 def test_enabled_pytest_is_served_by_the_daemon(started: Project, how: str) -> None:
     env = dict(started.env)
     args = ["tests/test_a.py"]
@@ -67,6 +76,7 @@ def test_not_enabled_it_does_nothing(project: Project) -> None:
     assert project.manager_pid() is None  # no daemon was started
 
 
+@pytest.mark.core
 def test_under_a_debugger_it_steps_aside(started: Project) -> None:
     env = {**started.env, "SNAPD_PYTEST": "1"}
     traced = (

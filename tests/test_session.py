@@ -3,6 +3,10 @@ request; a broken build shown exactly as pytest shows it."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+
 import pytest
 from conftest import Project, normalise
 
@@ -24,6 +28,7 @@ CONFTEST = """
 """
 
 
+@pytest.mark.core
 def test_session_fixture_is_set_up_once_across_requests(project: Project) -> None:
     counter = project.root / "counter.txt"
     project.env["COUNTER"] = str(counter)
@@ -40,6 +45,7 @@ def test_session_fixture_is_set_up_once_across_requests(project: Project) -> Non
     assert counter.read_text() == "setup\nteardown\n"  # the snapshot owns the teardown
 
 
+@pytest.mark.core
 def test_conftest_is_not_imported_again(project: Project) -> None:
     project.write("tests/conftest.py", CONFTEST)
     project.write(
@@ -53,6 +59,7 @@ def test_conftest_is_not_imported_again(project: Project) -> None:
     assert result.returncode == 0, result.stdout
 
 
+@pytest.mark.core
 def test_conftest_syntax_error_is_shown_as_pytest_shows_it(project: Project) -> None:
     project.write("tests/conftest.py", "def broken(:\n")
     project.write("tests/test_a.py", "def test_a():\n    pass\n")
@@ -67,6 +74,7 @@ def test_conftest_syntax_error_is_shown_as_pytest_shows_it(project: Project) -> 
     assert normalise(warm.stdout) == normalise(cold.stdout)
 
 
+@pytest.mark.core
 def test_collection_errors_in_one_module_do_not_stop_the_others(project: Project) -> None:
     project.write("tests/test_ok.py", "def test_ok():\n    pass\n")
     project.write("tests/test_bad.py", "raise RuntimeError('boom at import')\n")
@@ -79,6 +87,7 @@ def test_collection_errors_in_one_module_do_not_stop_the_others(project: Project
     assert normalise(bad.stdout) == normalise(cold.stdout)
 
 
+@pytest.mark.core
 def test_a_thread_in_the_snapshot_is_named_and_the_run_stays_exact(project: Project) -> None:
     project.write(
         "tests/conftest.py",
@@ -106,6 +115,46 @@ def test_a_thread_in_the_snapshot_is_named_and_the_run_stays_exact(project: Proj
     assert "metrics-poller" in warm.stderr and "served from the base" in warm.stderr
 
 
+def test_numpy_blas_threads_do_not_keep_the_session_from_serving(project: Project) -> None:
+    # OpenBLAS, which numpy loads, starts worker threads at import and parks them in a fork
+    # handler: the session snapshot of a project that imports numpy must still serve.
+    probe = subprocess.run(
+        [sys.executable, "-c", "import os, numpy; print(len(os.listdir('/proc/self/task')))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    if int(probe.stdout) < 2:
+        pytest.skip("numpy's BLAS starts no worker thread here (one core?)")
+    project.write(
+        "tests/conftest.py",
+        """
+        import numpy as np
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def matrix():
+            a = np.arange(90_000.0).reshape(300, 300) / 90_000
+            return a @ a.T
+        """,
+    )
+    project.write(
+        "tests/test_m.py",
+        "def test_m(matrix):\n    value = round(float((matrix @ matrix).trace()), 3)\n"
+        "    assert value == 0.0\n",
+    )
+    project.snapd("start", "--wait")
+    status = project.snapd("status").stdout
+    assert re.search(r"session\s+ready", status), status
+    warm = project.run("tests/test_m.py")
+    cold = project.cold("tests/test_m.py")
+    assert warm.returncode == cold.returncode == 1
+    assert normalise(warm.stdout) == normalise(cold.stdout)
+    assert "served from the base" not in warm.stderr
+
+
+@pytest.mark.core
 def test_the_snapshots_log_handlers_stay_out_of_runs(project: Project) -> None:
     project.write(
         "pyproject.toml",
@@ -128,6 +177,7 @@ def test_the_snapshots_log_handlers_stay_out_of_runs(project: Project) -> None:
     assert warm_log == log.read_text() == "WARNING from the test\n"
 
 
+@pytest.mark.core
 def test_a_session_fixture_whose_value_is_none_is_set_up_once(project: Project) -> None:
     counter = project.root / "counter.txt"
     project.env["COUNTER"] = str(counter)

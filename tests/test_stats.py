@@ -23,7 +23,9 @@ from ptyrun import PtyProcess
 from snapd import profile, report
 from snapd.commands import cli
 
-pytestmark = pytest.mark.timeout(300)
+# One xdist worker runs the whole module (tools/test.sh uses --dist loadgroup), so its
+# module-scoped fixtures are built once, not once per worker.
+pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("stats")]
 
 REPO = Path(__file__).resolve().parent.parent
 # The module the import breakdown must name first: slow enough that no other one, however

@@ -26,7 +26,9 @@ from test_stats import FIXTURE_SECONDS, generate
 
 from snapd import report
 
-pytestmark = pytest.mark.timeout(300)
+# One xdist worker runs the whole module (tools/test.sh uses --dist loadgroup), so its
+# module-scoped fixtures are built once, not once per worker.
+pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("stats_html")]
 
 WINDOW = (1200, 800)
 

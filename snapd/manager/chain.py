@@ -207,10 +207,14 @@ class Chain:
 
     # -- serving ----------------------------------------------------------------------------
 
-    def choose(self, timeout: float, waiting: Progress | None = None) -> Choice | str:
+    def choose(
+        self, timeout: float, waiting: Progress | None = None, since: float = float("inf")
+    ) -> Choice | str:
         """The deepest valid snapshot for a request, or why there is none.
 
-        ``waiting`` is told the build's progress while the request waits for a base.
+        ``waiting`` is told the build's progress while the request waits for a base. A check of
+        the file sets that began after ``since`` (when the request's client connected, so after
+        any save made before the run) stands for this request's own.
         """
         self.last_used = time.monotonic()
         deadline = time.monotonic() + timeout
@@ -224,7 +228,7 @@ class Chain:
                 return "timed out waiting for the base snapshot to build"
             if not base.serving():
                 return f"the base snapshot is {base.state}: {base.reason}"
-            moved = self._relevant(fileset.changed(base.files))
+            moved = self._moved(base, since)
             if moved:
                 self.invalidate(moved)
                 continue
@@ -232,7 +236,7 @@ class Chain:
             if fresh_only:
                 return Choice(base, [], f"{fresh_only}: served from the base snapshot")
             if session is not None and session.serving():
-                moved = self._relevant(fileset.changed(session.files))
+                moved = self._moved(session, since)
                 if not moved:
                     return Choice(session, [])
                 fileset.drop_bytecode(moved)
@@ -246,6 +250,23 @@ class Chain:
             if session is not None and session.reason.startswith(THREADS):
                 notice = f"session snapshot unusable ({session.reason}); served from the base"
             return Choice(base, [], notice)
+
+    def check_ahead(self) -> None:
+        """Check the file sets of the serving snapshots now: a request is on its way."""
+        for snapshot in (self.base, self.session):
+            if snapshot is not None and snapshot.serving():
+                self._moved(snapshot, since=time.monotonic())
+
+    def _moved(self, snapshot: Snapshot, since: float) -> list[str]:
+        """The relevant paths of ``snapshot``'s file set that changed, unless a check that
+        began after ``since`` found none."""
+        if snapshot.unchanged[0] > since and snapshot.unchanged[1] == snapshot.files_version:
+            return []
+        began, version = time.monotonic(), snapshot.files_version
+        moved = self._relevant(fileset.changed(snapshot.files))
+        if not moved:
+            snapshot.unchanged = (began, version)
+        return moved
 
     def _relevant(self, paths: list[str]) -> list[str]:
         return sorted(watcher.ignoring(paths, self.rootdir, self.settings.watch_ignore))

@@ -223,6 +223,7 @@ class Manager:
             threading.Thread(target=self._serve_client, args=(conn,), daemon=True).start()
 
     def _serve_client(self, conn: socket.socket) -> None:
+        connected = time.monotonic()
         with conn:
             pid, uid, _ = _PEERCRED.unpack(
                 conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
@@ -233,6 +234,11 @@ class Manager:
                 return
             conn.settimeout(60)
             self.last_active = time.monotonic()
+            latest = max(list(self.chains.values()), key=lambda c: c.last_used, default=None)
+            if latest is not None:
+                # Most connections are runs of the chain used last: check its files while the
+                # client is still sending (it connects before it loads msgpack).
+                latest.check_ahead()
             fds: list[int] = []
             try:
                 got = protocol.recv(conn)
@@ -240,7 +246,7 @@ class Manager:
                     return
                 message, fds = got
                 conn.settimeout(None)
-                self._dispatch(conn, message, fds)
+                self._dispatch(conn, message, fds, connected)
             except (protocol.ProtocolError, BadRequest) as e:
                 self.counts["errors"] += 1
                 log.warning("bad request from pid %d: %s", pid, e)
@@ -250,10 +256,12 @@ class Manager:
             finally:
                 protocol.close_fds(fds)
 
-    def _dispatch(self, conn: socket.socket, message: protocol.Message, fds: list[int]) -> None:
+    def _dispatch(
+        self, conn: socket.socket, message: protocol.Message, fds: list[int], connected: float
+    ) -> None:
         op = message["op"]
         if op == "run":
-            self._run(conn, message, fds)
+            self._run(conn, message, fds, connected)
         elif op == "status":
             _reply(conn, {"op": "status", **self.status()})
         elif op == "wait":
@@ -272,7 +280,9 @@ class Manager:
         else:
             raise BadRequest(f"unknown op {op!r}")
 
-    def _run(self, conn: socket.socket, message: protocol.Message, fds: list[int]) -> None:
+    def _run(
+        self, conn: socket.socket, message: protocol.Message, fds: list[int], connected: float
+    ) -> None:
         _validate(message, fds)
         self.counts["requests"] += 1
         began = time.monotonic()
@@ -287,7 +297,7 @@ class Manager:
         chain = self._chain_for(
             message["interpreter"], message["args"], message["env"], message["cwd"]
         )
-        choice = chain.choose(self.settings.build_timeout, _progress_to(conn))
+        choice = chain.choose(self.settings.build_timeout, _progress_to(conn), since=connected)
         spare = choice.snapshot.take_spare(timeout=30) if isinstance(choice, Choice) else None
         if not isinstance(choice, Choice) or spare is None:
             reason = choice if isinstance(choice, str) else "no request child could be forked"

@@ -72,6 +72,11 @@ class Snapshot:
         self.reason = ""
         self.pid: int | None = None
         self.files: fileset.Entries = {}
+        # ``files`` grows when the snapshot imports more: each change makes a new version.
+        self.files_version = 0
+        # When the last check of ``files`` that found nothing changed began, and the version
+        # it checked.
+        self.unchanged: tuple[float, int] = (float("-inf"), -1)
         self.test_modules: dict[str, str] = {}
         self.info: dict[str, Any] = {}
         self.born_stale = False
@@ -215,6 +220,7 @@ class Snapshot:
             with self.changed:
                 files = message.get("files", {})
                 self.files.update({p: (tuple(s) if s else None) for p, s in files.items()})
+                self.files_version += 1
                 self.info["modules"] = message.get("modules")
             if message.get("threads"):
                 self._refuse(message["threads"])
@@ -239,6 +245,7 @@ class Snapshot:
             self.files = {
                 path: (tuple(s) if s else None) for path, s in message.get("files", {}).items()
             }
+            self.files_version += 1
             self.test_modules = dict(message.get("test_modules", {}))
             if self.state == INVALID:
                 pass  # invalidated while it was built: it never serves

@@ -133,6 +133,11 @@ def begin_run() -> None:
         _held.update(sys.modules)
 
 
+def tracking() -> bool:
+    """Whether this run records what it loads (since ``begin_run``)."""
+    return _touched is not None
+
+
 def before_tests() -> None:
     """In a request child, once its tests are collected: show Hypothesis only the modules a
     cold run would have loaded."""

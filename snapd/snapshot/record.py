@@ -2,11 +2,13 @@
 
 An audit hook (``open`` fires before the open, so failed probes show up too) records each file
 opened for reading with its stat at that moment; bytecode reads count as reads of their source.
-Files opened for writing are outputs, not dependencies.
+Files opened for writing are outputs, not dependencies. The same hook, in every snapshot process
+and request child, refuses bytecode that may be older than its source.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
@@ -52,16 +54,20 @@ def stop() -> None:
 
 
 def _hook(event: str, args: tuple[Any, ...]) -> None:
-    if not _active:
-        return
-    if event == "import":
+    if event == "open":
+        _open(*args)
+    elif event == "import" and _active:
         _report_progress()
-    if event != "open":
-        return
-    path, mode, flags = args
+
+
+def _open(path: object, mode: str | None, flags: int) -> None:
     if isinstance(path, bytes):
         path = os.fsdecode(path)
     if not isinstance(path, str) or not _reading(mode, flags):
+        return
+    if path.endswith(".pyc"):
+        refuse_stale_bytecode(path)
+    if not _active:
         return
     path = source_of(os.path.abspath(path))
     if path in _opened or path.startswith(_IGNORED_PREFIXES) or fileset.ignored(path):
@@ -86,6 +92,26 @@ def _report_progress() -> None:
         report(len(sys.modules))
     finally:
         _progress = report
+
+
+def refuse_stale_bytecode(path: str) -> None:
+    """Raise ``OSError`` for cached bytecode that is not newer than its source.
+
+    Python (and pytest's assertion rewriter) trust a ``.pyc`` whose recorded source mtime, in
+    whole seconds, and size match: after an edit within the same second that kept the size,
+    they would load the old code. Bytecode written before the source's last change cannot be
+    of its current content; the importer treats a failed read as no cache and compiles the
+    source (so does pytest).
+    """
+    source = source_of(path)
+    if source == path or _stdlib(source):
+        return
+    try:
+        if os.stat(path).st_mtime_ns > os.stat(source).st_mtime_ns:
+            return
+    except OSError:
+        return
+    raise OSError(errno.ESTALE, "bytecode not newer than its source", path)
 
 
 def _reading(mode: str | None, flags: int) -> bool:

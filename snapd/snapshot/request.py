@@ -19,10 +19,12 @@ import traceback
 from typing import NoReturn
 
 from snapd import forks, protocol
-from snapd.snapshot import record, reuse
+from snapd.snapshot import pages, record, reuse
 
 
-def wait_and_run(sock: socket.socket) -> NoReturn:
+def wait_and_run(sock: socket.socket, report: socket.socket) -> NoReturn:
+    """Run the request that comes on ``sock``; then tell the snapshot on ``report`` which
+    pages this run wrote, for its next spares to copy ahead."""
     code = 1
     held = set(sys.modules)
     try:
@@ -36,9 +38,16 @@ def wait_and_run(sock: socket.socket) -> NoReturn:
     except BaseException:
         traceback.print_exc()
     _flush()
+    _let_go_of_the_terminal()
     try:
         # The snapshot reports our exit too, but it may be gone by now.
         protocol.send(sock, {"op": "exit", "code": code, "imported": _outside(held)})
+    except OSError:
+        pass
+    # The client has its exit code by now: this is off its path. Never wait on the snapshot.
+    report.setblocking(False)
+    try:
+        report.send(pages.written())
     except OSError:
         pass
     os._exit(code)
@@ -105,6 +114,16 @@ def _reset_signals() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD, signal.SIGWINCH):
         signal.signal(sig, signal.SIG_DFL)
+
+
+def _let_go_of_the_terminal() -> None:
+    """Point 0, 1 and 2 at /dev/null: whoever reads the client's output through a pipe (an
+    IDE, CI, ``| tee``) sees its end once the client exits, not once this process has also
+    torn its memory down (the kernel closes fds last)."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
 
 
 def _flush() -> None:

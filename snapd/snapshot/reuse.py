@@ -79,8 +79,24 @@ class ReusePlugin:
         finally:
             fixturedef.func = original  # type: ignore[misc]
 
-    # What a cold run of these arguments loads, for ``imports``: the test modules it collects
-    # (held by the snapshot, so not imported again) and the plugins it loads.
+    # pytest-timeout's own hooks (optional: unknown to pytest where it is not installed).
+    # Its timer covers fixture setup unless ``timeout_func_only``; it is set per test.
+
+    @pytest.hookimpl(optionalhook=True, tryfirst=True)
+    def pytest_timeout_set_timer(self, item: pytest.Item, settings: Any) -> None:
+        timeout = getattr(settings, "timeout", None)
+        if timeout and timeout > 0:
+            self.deadline = time.monotonic() + float(timeout)
+
+    @pytest.hookimpl(optionalhook=True, tryfirst=True)
+    def pytest_timeout_cancel_timer(self, item: pytest.Item) -> None:
+        self.deadline = None
+
+
+class LoadedPlugin:
+    """What a cold run of these arguments loads, for ``imports``: the test modules it collects
+    (held by the snapshot, so not imported again) and the plugins it loads. Registered only
+    where ``imports`` tracks a run: its wrapper would otherwise cost every collector a call."""
 
     @pytest.hookimpl(wrapper=True)
     def pytest_make_collect_report(
@@ -97,19 +113,6 @@ class ReusePlugin:
         plugins = session.config.pluginmanager.get_plugins()
         imports.touch(p.__name__ for p in plugins if isinstance(p, types.ModuleType))
         imports.before_tests()
-
-    # pytest-timeout's own hooks (optional: unknown to pytest where it is not installed).
-    # Its timer covers fixture setup unless ``timeout_func_only``; it is set per test.
-
-    @pytest.hookimpl(optionalhook=True, tryfirst=True)
-    def pytest_timeout_set_timer(self, item: pytest.Item, settings: Any) -> None:
-        timeout = getattr(settings, "timeout", None)
-        if timeout and timeout > 0:
-            self.deadline = time.monotonic() + float(timeout)
-
-    @pytest.hookimpl(optionalhook=True, tryfirst=True)
-    def pytest_timeout_cancel_timer(self, item: pytest.Item) -> None:
-        self.deadline = None
 
 
 def _returning(value: object, original: Any) -> Any:
@@ -148,6 +151,8 @@ def run_pytest(args: list[str], extra: Sequence[object] = ()) -> int:
     ):
         main_module.__file__ = sys.argv[0]
     plugins: list[object] = [ReusePlugin(), *extra]
+    if imports.tracking():
+        plugins.append(LoadedPlugin())
     try:
         main = getattr(_pytest.config, "_main", None)
         if main is not None:  # pytest >= 9.1 names the program in usage errors

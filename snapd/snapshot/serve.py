@@ -5,6 +5,7 @@ Messages from the manager: ``spare`` (fork a request child that waits for its re
 that runs imported late, to hold from now on), ``stop``.
 Messages to it: ``spare`` (pid, with the child's request socket), ``exited`` (pid, status),
 ``imported`` (the new files), ``refused`` (the process has threads and cannot fork safely).
+Request children report the pages they wrote on a datagram socket of their own (see ``pages``).
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from snapd import protocol
-from snapd.snapshot import record, request
+from snapd.snapshot import pages, record, request
 
 ForkSession = Callable[[socket.socket, protocol.Message], NoReturn]
+# The pages the latest request child wrote: the spares forked next copy them ahead.
+_written = b""
 
 
 def serve(control: socket.socket, fork_session: ForkSession | None = None) -> None:
@@ -33,12 +36,16 @@ def serve(control: socket.socket, fork_session: ForkSession | None = None) -> No
     A session snapshot tears its fixtures down only after the runs that use them ended, and
     a base exits only after its sessions did (they die with it).
     """
+    global _written
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    reports, report = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     previous = signal.signal(signal.SIGCHLD, lambda *_: None)
     old_wakeup = signal.set_wakeup_fd(wake_w)
     try:
         while True:
-            readable, _, _ = select.select([control.fileno(), wake_r], [], [])
+            readable, _, _ = select.select([control.fileno(), wake_r, reports.fileno()], [], [])
+            if reports.fileno() in readable:
+                _written = reports.recv(16 * pages.MAX_RANGES)
             if wake_r in readable:
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake_r, 4096)
@@ -52,7 +59,9 @@ def serve(control: socket.socket, fork_session: ForkSession | None = None) -> No
                     protocol.close_fds(fds)
                     _import(control, message.get("modules", []))
                     continue
-                child = _fork(control, message, fds, (wake_r, wake_w), fork_session)
+                child = _fork(
+                    control, message, fds, (wake_r, wake_w, reports), report, fork_session
+                )
                 if child is not None:
                     child()
     finally:
@@ -60,6 +69,8 @@ def serve(control: socket.socket, fork_session: ForkSession | None = None) -> No
         signal.signal(signal.SIGCHLD, previous)
         os.close(wake_r)
         os.close(wake_w)
+        reports.close()
+        report.close()
     _wait_for_children()
 
 
@@ -75,10 +86,14 @@ def _fork(
     control: socket.socket,
     message: protocol.Message,
     fds: list[int],
-    wakeup: tuple[int, int],
+    own: tuple[int, int, socket.socket],
+    report: socket.socket,
     fork_session: ForkSession | None,
 ) -> Callable[[], NoReturn] | None:
-    """Fork for ``message``; in the child, return what it runs next."""
+    """Fork for ``message``; in the child, return what it runs next.
+
+    ``own`` are this loop's fds, which a child closes; a request child keeps ``report``.
+    """
     threads = thread_names()
     if len(threads) > 1:
         protocol.close_fds(fds)
@@ -98,13 +113,17 @@ def _fork(
     pid = os.fork()
     if pid == 0:
         control.close()
-        for fd in wakeup:
-            os.close(fd)
+        wake_r, wake_w, reports = own
+        os.close(wake_r)
+        os.close(wake_w)
+        reports.close()
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         if theirs is not None:
             theirs.close()
-            return lambda: request.wait_and_run(ours)
+            pages.populate(_written)
+            return lambda: request.wait_and_run(ours, report)
+        report.close()
         assert fork_session is not None
         return lambda: fork_session(ours, message)
     if theirs is not None:
@@ -161,9 +180,12 @@ def _reap(control: socket.socket) -> None:
 def thread_names() -> list[str]:
     """Every thread of this process: native ones too, which ``threading`` does not know of.
 
-    Python threads are named as ``threading`` names them, others by their kernel name.
+    Python threads are named as ``threading`` names them, others by their kernel name. Native
+    threads first get the chance to stop that a fork gives them (see ``_run_fork_handlers``).
     """
     known = {t.native_id: t.name for t in threading.enumerate()}
+    if any(int(tid) not in known for tid in os.listdir("/proc/self/task")):
+        _run_fork_handlers()
     names = []
     for tid in sorted(os.listdir("/proc/self/task"), key=int):
         try:
@@ -173,3 +195,19 @@ def thread_names() -> list[str]:
             continue
         names.append(f"{known.get(int(tid), comm)!r} (tid {tid})")
     return names
+
+
+def _run_fork_handlers() -> None:
+    """Fork a child that leaves at once, for the ``pthread_atfork`` handlers it runs here.
+
+    Native thread pools that are safe to fork stop their threads in such a handler and start
+    them again when next used: OpenBLAS, which numpy loads, parks its workers this way. What
+    still runs afterwards has no such handler and makes a fork unsafe.
+    """
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about forking a process with threads: here that is the point.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)

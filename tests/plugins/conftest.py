@@ -53,8 +53,8 @@ def _top_conftest() -> types.ModuleType:
 
 
 # The plugin leg's venv has them all (tools/plugins-requirements.txt). Anywhere else (the
-# main test run, whose venv has hypothesis and pytest-timeout but not the rest) these tests
-# are left out: they belong to that leg.
+# main test run, whose venv has hypothesis, pytest-timeout and pytest-xdist but not the rest)
+# these tests are left out: they belong to that leg.
 _NEEDED = ("django", "pytest_django", "pytest_asyncio", "hypothesis", "pytest_randomly",
            "pytest_mock", "pytest_cov", "xdist", "pytest_timeout", "psycopg", "sqlalchemy")  # fmt: skip
 MISSING = [name for name in _NEEDED if importlib.util.find_spec(name) is None]
