@@ -118,6 +118,11 @@ def project(tmp_path: Path, runtime_dir: str) -> Iterator[Project]:
     proj = Project(tmp_path / "proj", runtime_dir)
     proj.write("pyproject.toml", '[tool.pytest.ini_options]\ntestpaths = ["tests"]\n')
     yield proj
+    stop_project(proj)
+
+
+def stop_project(proj: Project) -> None:
+    """``snapd stop``, and kill whatever of the daemon's processes is left."""
     survivors = proj.processes()
     proj.snapd("stop", timeout=60)
     for process in survivors:

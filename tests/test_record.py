@@ -20,10 +20,15 @@ _HOOKED = "from snapd.snapshot import record; record.start(); record.stop(); " +
 
 def _same_second_same_size_save(tmp_path: Path) -> str:
     """leaf.py saved as VALUE = 8, compiled, then saved as VALUE = 3 within the same second:
-    the .pyc of the first content matches the second's mtime second and size."""
+    the .pyc of the first content matches the second's mtime second and size.
+
+    That second is a past one: with the current one, the second save's mtime (half a second
+    in) would be in the future whenever the test starts in the first half of a second, and
+    bytecode written after it, before that instant, would look older than its source."""
     leaf = tmp_path / "leaf.py"
     leaf.write_text("VALUE = 8\n")
-    second = os.stat(leaf).st_mtime_ns // 10**9  # what the .pyc records
+    second = os.stat(leaf).st_mtime_ns // 10**9 - 10
+    os.utime(leaf, ns=(second * 10**9,) * 2)  # what the .pyc records
     pyc = py_compile.compile(str(leaf), invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)
     os.utime(pyc, ns=(second * 10**9 + 400_000_000,) * 2)
     leaf.write_text("VALUE = 3\n")

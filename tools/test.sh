@@ -4,10 +4,9 @@
 #   the whole test suite on 2 xdist workers, then the few `serial` tests on their own;
 #   the `core` tests (what depends on the pytest or Python version: pytest internals snapd
 #   uses, terminal and exit-code parity) again on pytest 8.4 and, where pyenv has them, on
-#   Python 3.12 and 3.13, those three legs side by side.
-# (tests/plugins, the plugin compatibility tests, run in a venv of their own, since those
-# plugins change every pytest run where they are installed: `bash tools/test_plugins.sh`. Not
-# in this run yet: in the whole leg two hypothesis tests failed that pass on their own.)
+#   Python 3.12 and 3.13, those three legs side by side;
+#   the plugin compatibility tests (tests/plugins), in a venv of their own, since those plugins
+#   change every pytest run where they are installed (tools/test_plugins.sh).
 # Each "==" line says how many seconds the script had run by then.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,14 +28,19 @@ wait_or_show() {
   fi
 }
 
-# The HTML report's screenshot test needs a real browser: Debian's chromium, installed where
-# this runs as root with apt, as on CI. It downloads while the venvs install.
+# The HTML report's screenshot test needs a real browser: Debian's chromium; the plugin leg's
+# PostgreSQL test, PostgreSQL's programs. Both are installed where this runs as root with apt,
+# as on CI. They download while the venvs install.
+packages=()
+command -v chromium >/dev/null || packages+=(chromium)
+command -v initdb >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null ||
+  packages+=(postgresql)
 apt_pid=
-if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  step "apt-get install chromium (in the background)"
+if [ ${#packages[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  step "apt-get install ${packages[*]} (in the background)"
   (
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}"
   ) >"$LOGS/apt" 2>&1 &
   apt_pid=$!
 fi
@@ -100,7 +104,7 @@ step "mypy --strict"
 
 wait_or_show "$venvs_pid" "$LOGS/venvs" "installing the core legs' venvs"
 if [ -n "$apt_pid" ]; then
-  wait_or_show "$apt_pid" "$LOGS/apt" "apt-get install chromium"
+  wait_or_show "$apt_pid" "$LOGS/apt" "apt-get install ${packages[*]}"
 fi
 
 # The machine has 2 cores. --dist loadgroup keeps each module that shares a module-scoped
@@ -129,5 +133,9 @@ if [ ${#failed[@]} -gt 0 ]; then
   echo "== core tests failed on: ${failed[*]} [${SECONDS}s]"
   exit 1
 fi
+
+# The plugin compatibility leg, in a venv of its own that this uv installs (see the script).
+step "plugin tests"
+PYTHON=$PYTHON UV=$UV bash tools/test_plugins.sh
 
 step "all checks passed"

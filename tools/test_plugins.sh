@@ -43,6 +43,12 @@ if [ "$(cat "$VENV/.installed" 2>/dev/null)" != "$stamp" ]; then
   fi
   echo "$stamp" >"$VENV/.installed"
 fi
+# Warm, as tools/test.sh warms its venvs: snapd's bytecode and pytest's assertion-rewritten
+# copies of the plugins' modules, written once rather than redone by each of the leg's
+# Python processes where PYTHONDONTWRITEBYTECODE is set.
+"$VENV/bin/python" -m compileall -q snapd >/dev/null
+env -u PYTHONDONTWRITEBYTECODE "$VENV/bin/python" -m pytest -qq -p no:randomly --co \
+  -o asyncio_default_fixture_loop_scope=function tests/test_config.py >/dev/null
 
 echo "== plugin tests (pytest $("$VENV/bin/python" -c 'import pytest; print(pytest.__version__)'))"
 # -p no:randomly, -p no:asyncio: this run's own order and loops stay plain (the projects the

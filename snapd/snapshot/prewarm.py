@@ -101,9 +101,13 @@ class _Recorder:
 
 
 def _random_states() -> tuple[object, ...]:
-    """The state of the process-wide generators a test may draw from: Python's ``random``
-    and NumPy's legacy global one (which pytest-randomly reseeds too)."""
+    """The state of the process-wide generators a test may draw from, those pytest-randomly
+    reseeds: Python's ``random``, Faker's and factory_boy's, NumPy's legacy global one."""
     states: list[object] = [random.getstate()]
+    for module, name in (("faker.generator", "random"), ("factory.random", "randgen")):
+        getstate = getattr(getattr(sys.modules.get(module), name, None), "getstate", None)
+        if callable(getstate):
+            states.append(getstate())
     numpy_random = sys.modules.get("numpy.random")
     if numpy_random is not None:
         try:

@@ -18,6 +18,7 @@ import sys
 import time
 import traceback
 import types
+from collections.abc import Generator
 from pathlib import Path
 from typing import NoReturn
 
@@ -81,6 +82,24 @@ class SessionPlugin:
 
     def progress(self, modules: int) -> None:
         protocol.send(self.control, {"op": "progress", "phase": self.phase, "modules": modules})
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_load_initial_conftests(
+        self, early_config: pytest.Config
+    ) -> Generator[None, object, object]:
+        """Keep pytest-cov from measuring in this snapshot.
+
+        pytest-cov starts here, after erasing the coverage data in the project: ``.coverage``
+        and every ``.coverage.*`` file. A snapshot building in the background would erase the
+        data of a run served meanwhile from the base (its combine then fails on a file that
+        vanished), or the ``.coverage`` of the user's last run. Runs with coverage are never
+        served from this snapshot (``_needs_fresh_imports`` reads the full options, where
+        ``no_cov`` is still the user's), so its measuring would serve nothing.
+        """
+        namespace = early_config.known_args_namespace
+        if getattr(namespace, "cov_source", None):
+            namespace.no_cov = True
+        return (yield)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection(self) -> None:

@@ -70,6 +70,32 @@ wait_for = _top.wait_for
 SNAPD: str = _top.SNAPD
 PYTEST: str = _top.PYTEST
 
+
+def module_project() -> Callable[..., Iterator[Project]]:
+    """A ``project`` fixture of module scope, for a test module to take as its own::
+
+        project = module_project()
+
+    One project, one daemon for the module's tests: building the snapshots, with every one of
+    these plugins loaded, is most of such a test's time. The tests write the same files (a
+    write of unchanged content keeps the snapshots: the manager compares content hashes) and
+    start the daemon (a no-op once it runs); each cleans up the logs it reads.
+    """
+
+    @pytest.fixture(scope="module", name="project")
+    def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+        runtime = tempfile.mkdtemp(prefix="sd", dir="/tmp")
+        proj = Project(tmp_path_factory.mktemp("shared") / "proj", runtime)
+        proj.write("pyproject.toml", '[tool.pytest.ini_options]\ntestpaths = ["tests"]\n')
+        try:
+            yield proj
+        finally:
+            _top.stop_project(proj)
+            shutil.rmtree(runtime, ignore_errors=True)
+
+    return shared
+
+
 # A ``-v`` line: ``tests/test_a.py::test_b PASSED   [ 50%]``.
 _OUTCOME = re.compile(
     r"^(?P<node>\S+::\S.*?) (?P<outcome>PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b", re.M

@@ -6,14 +6,26 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import pytest
 
 pytest.importorskip("pytest_cov")
 
-from conftest import Project, canonical, outcomes, pyproject, same, warm_of
+from conftest import (
+    Project,
+    canonical,
+    module_project,
+    outcomes,
+    pyproject,
+    same,
+    wait_for,
+    warm,
+    warm_of,
+)
 
 pytestmark = pytest.mark.timeout(300)
+project = module_project()
 
 CALC = """\
 RATE = 3
@@ -93,3 +105,37 @@ def test_json_data(project: Project) -> None:
         reports[name] = {path: (f["executed_lines"], f["missing_lines"])
                          for path, f in data["files"].items()}  # fmt: skip
     assert reports["warm"] == reports["cold"]
+
+
+def _session(project: Project, args: list[str]) -> dict[str, Any]:
+    """The session snapshot of the chain of ``args``, as ``snapd status`` shows it."""
+    status = json.loads(project.snapd("status", "--json").stdout)
+    for chain in status["chains"]:
+        if chain["args"] == args:
+            sessions = [s for s in chain["snapshots"] if s["layer"] == "session"]
+            return dict(sessions[0]) if sessions else {}
+    return {}
+
+
+def test_a_runs_data_outlives_a_rebuilt_snapshot(project: Project) -> None:
+    """After plain pytest, ``.coverage`` holds the run's data until the next run. A session
+    snapshot rebuilt in the background (after an edit) must not erase it, as pytest-cov does
+    when it starts measuring: snapshots do not measure."""
+    write(project)
+    project.start()
+    key = ["--cov=calc", "--cov-report="]
+    data = project.root / ".coverage"
+    data.unlink(missing_ok=True)
+    assert warm(project, "-q", *key, FILE).returncode == 0
+    before = data.read_bytes()
+    wait_for(lambda: _session(project, key).get("state") == "ready", 120, "the session")
+    built = _session(project, key)["pid"]
+
+    def rebuilt() -> bool:
+        session = _session(project, key)
+        return session.get("pid") not in (None, built) and session["state"] == "ready"
+
+    project.write("calc/__init__.py", CALC + "\n\ndef more():\n    return 1\n")
+    wait_for(rebuilt, 120, "the session rebuilt after the edit")
+    assert data.read_bytes() == before
+    write(project)

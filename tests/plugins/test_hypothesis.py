@@ -8,9 +8,10 @@ import pytest
 
 pytest.importorskip("hypothesis")
 
-from conftest import Project, outcomes, pyproject, same, warm_of
+from conftest import Project, module_project, outcomes, pyproject, same, warm_of
 
 pytestmark = pytest.mark.timeout(300)
+project = module_project()
 
 TESTS = """\
 from hypothesis import given, settings, strategies as st
@@ -27,15 +28,26 @@ def test_finds_a_counterexample(x):
     assert x < 1000
 
 
-@settings(database=None, max_examples=30)
+# derandomize=False: where a CI variable is set (CI, GITHUB_ACTIONS, …) Hypothesis loads its
+# "ci" profile, whose derandomize=True draws from the test's own digest and ignores
+# --hypothesis-seed: every run, cold or warm, seeded or not, would draw the same examples.
+@settings(database=None, max_examples=30, derandomize=False)
 @given(st.integers(), st.text())
 def test_examples(n, s):
+    with open("examples.log", "a") as log:
+        log.write(f"{n!r} {s!r}\\n")
+
+
+@settings(database=None, max_examples=30, derandomize=True)
+@given(st.integers(), st.text())
+def test_derandomized(n, s):
     with open("examples.log", "a") as log:
         log.write(f"{n!r} {s!r}\\n")
 """
 
 FILE = "tests/test_props.py"
 EXAMPLES = f"{FILE}::test_examples"
+DERANDOMIZED = f"{FILE}::test_derandomized"
 
 
 def write(project: Project) -> None:
@@ -51,11 +63,11 @@ def write(project: Project) -> None:
     )
 
 
-def examples(project: Project, run: object, *args: str) -> list[str]:
-    """The examples one run of ``test_examples`` drew."""
+def examples(project: Project, run: object, *args: str, test: str = EXAMPLES) -> list[str]:
+    """The examples one run of ``test`` (``test_examples`` unless told) drew."""
     log = project.root / "examples.log"
     log.unlink(missing_ok=True)
-    result = run(*args, "-q", EXAMPLES)  # type: ignore[operator]
+    result = run(*args, "-q", test)  # type: ignore[operator]
     assert result.returncode == 0, result.stdout + result.stderr
     return log.read_text().splitlines()
 
@@ -98,3 +110,16 @@ def test_unseeded_runs_draw_afresh(project: Project, tmp_path: Path) -> None:
     project.start()
     runs = [examples(project, warm_of(project)) for _ in range(3)]
     assert runs[0] != runs[1] != runs[2] != runs[0]
+
+
+def test_derandomized_runs_draw_what_pytest_draws(project: Project) -> None:
+    """With ``derandomize=True`` (Hypothesis's "ci" profile, loaded where a CI variable is
+    set) a run draws from the test's digest and the local constants, whatever the seed: the
+    same examples as plain pytest, run after run."""
+    write(project)
+    project.start()
+    cold = examples(project, project.cold, test=DERANDOMIZED)
+    assert len(cold) >= 10
+    assert examples(project, project.cold, "--hypothesis-seed=54321", test=DERANDOMIZED) == cold
+    for args in ((), ("--hypothesis-seed=54321",)):
+        assert examples(project, warm_of(project), *args, test=DERANDOMIZED) == cold

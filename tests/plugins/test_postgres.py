@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -24,6 +23,7 @@ from conftest import (
     Postgres,
     Project,
     canonical,
+    module_project,
     outcomes,
     postgres_cluster,
     warm,
@@ -31,6 +31,7 @@ from conftest import (
 )
 
 pytestmark = pytest.mark.timeout(300)
+project = module_project()
 
 CONFTEST = """\
 import os
@@ -128,10 +129,12 @@ def postgres() -> Iterator[Postgres]:
 
 
 @pytest.fixture
-def pg_project(project: Project, postgres: Postgres, tmp_path: Path) -> Project:
+def pg_project(postgres: Postgres, project: Project) -> Project:
+    # The cluster first: it outlives the module's daemon, whose teardown drops the test
+    # database.
     write_django_project(project, DJANGO_POSTGRES)
     project.write("tests/conftest.py", CONFTEST)
-    project.write(FILE, TESTS.format(barrier=str(tmp_path / "barrier")))
+    project.write(FILE, TESTS.format(barrier=str(project.root.parent / "barrier")))
     project.env.update(postgres.env())
     return project
 
@@ -182,14 +185,13 @@ def test_every_request_sees_a_clean_database_created_once(
 
 
 @pytest.mark.parametrize("kind", ["django", "sqlalchemy"])
-def test_concurrent_requests_have_connections_of_their_own(
-    pg_project: Project, tmp_path: Path, kind: str
-) -> None:
+def test_concurrent_requests_have_connections_of_their_own(pg_project: Project, kind: str) -> None:
     """Two runs at once, each holding its connection: neither uses the snapshot's."""
-    barrier = tmp_path / "barrier"
+    barrier = pg_project.root.parent / "barrier"
     test = f"{FILE}::test_{kind}_connection_of_its_own"
     pg_project.start()
     log = pg_project.root / f"backends-{kind}.log"
+    log.unlink(missing_ok=True)  # the module's other tests record theirs too
     for round in range(2):
         barrier.mkdir()
         runs = [

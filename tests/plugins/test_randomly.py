@@ -9,9 +9,10 @@ import pytest
 
 pytest.importorskip("pytest_randomly")
 
-from conftest import Project, canonical, outcomes, pyproject, same, warm_of
+from conftest import Project, canonical, module_project, outcomes, pyproject, same, warm_of
 
 pytestmark = pytest.mark.timeout(300)
+project = module_project()
 
 TESTS = """\
 import random

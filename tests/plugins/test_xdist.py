@@ -9,9 +9,10 @@ import pytest
 
 pytest.importorskip("xdist")
 
-from conftest import Project, junit_outcomes, notices, pyproject, warm_of
+from conftest import Project, junit_outcomes, module_project, notices, pyproject, warm_of
 
 pytestmark = pytest.mark.timeout(300)
+project = module_project()
 
 CONFTEST = """\
 import os
