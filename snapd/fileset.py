@@ -56,9 +56,15 @@ def stamp(path: str) -> Stamp | None:
     if path.endswith("/"):
         return (info.st_mtime_ns, 0, "")
     try:
-        return (info.st_mtime_ns, info.st_size, digest(path))
+        content = digest(path)
+        after = os.stat(path)
     except OSError:  # unreadable (or a directory): its stat alone has to do
         return (info.st_mtime_ns, info.st_size, "")
+    if (after.st_mtime_ns, after.st_size) != (info.st_mtime_ns, info.st_size):
+        # Saved while being read: the digest may be of either content. One that matches no
+        # content makes the next check see a change.
+        content = ""
+    return (info.st_mtime_ns, info.st_size, content)
 
 
 def changed(entries: MutableMapping[str, Stamp | None]) -> list[str]:

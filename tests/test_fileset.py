@@ -72,6 +72,29 @@ def test_stamps(tmp_path: Path, module: str) -> None:
     assert stamps([module, missing]) == {module: stamp(module), missing: None}
 
 
+def save_while_read(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    """Make the next read of a file's content land just after a save of ``text`` to it: an
+    editor saving while a stamp is taken."""
+    from snapd import fileset
+
+    real = fileset.digest
+
+    def saved_then_read(target: str) -> str:
+        monkeypatch.setattr(fileset, "digest", real)
+        Path(target).write_text(text)
+        return real(target)
+
+    monkeypatch.setattr(fileset, "digest", saved_then_read)
+
+
+def test_a_save_while_stamping_shows_as_a_change(
+    monkeypatch: pytest.MonkeyPatch, module: str
+) -> None:
+    save_while_read(monkeypatch, "x = 2\n")  # same size, new mtime
+    entries = {module: stamp(module)}
+    assert changed(entries) == [module]
+
+
 # -- changed ---------------------------------------------------------------------------------
 
 

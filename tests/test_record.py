@@ -85,3 +85,35 @@ def test_pytest_rewritten_bytecode_is_checked_too(tmp_path: Path) -> None:
     os.utime(test, ns=(os.stat(rewritten).st_mtime_ns + 1,) * 2)
     with pytest.raises(OSError):
         refuse_stale_bytecode(str(rewritten))
+
+
+def test_a_save_after_the_read_makes_the_snapshot_stale(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from snapd import fileset
+    from snapd.snapshot import record
+
+    read = tmp_path / "read.py"
+    saved = tmp_path / "saved.py"
+    for path in (read, saved):
+        path.write_text("VALUE = 1\n")
+        os.utime(path, ns=(0, 1_600_000_000_000_000_000))
+    record.start()
+    try:
+        read.read_text()
+        saved.read_text()
+    finally:
+        record.stop()
+    saved.write_text("VALUE = 2\n")  # saved after the read, before the stamps
+    real = fileset.digest
+
+    def saved_while_stamped(path: str) -> str:  # and one saved while it is stamped
+        if path == str(read):
+            monkeypatch.setattr(fileset, "digest", real)
+            read.write_text("VALUE = 3\n")
+        return real(path)
+
+    monkeypatch.setattr(fileset, "digest", saved_while_stamped)
+    entries, stale = record.collect(set())
+    assert str(saved) in stale
+    assert str(read) in stale or str(read) in fileset.changed(entries)

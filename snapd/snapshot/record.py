@@ -144,14 +144,15 @@ def collect(paths: set[str]) -> tuple[fileset.Entries, list[str]]:
     Returns the entries and the paths that changed since they were read: a snapshot holding
     those is stale before it is born.
     """
+    wanted = {p for p in paths | set(_opened) if not _stdlib(p)}
+    entries = fileset.stamps(sorted(wanted))
+    # Against the stamps themselves, not a stat before them: a save between the two would
+    # give a stamp of content this process never read.
     stale = []
     for path, seen in _opened.items():
-        try:
-            info = os.stat(path)
-            now: tuple[int, int] | None = (info.st_mtime_ns, info.st_size)
-        except OSError:
-            now = None
-        if now != seen:
+        if path not in entries:  # the standard library
+            continue
+        stamped = entries[path]
+        if (stamped and stamped[:2]) != seen:
             stale.append(path)
-    wanted = {p for p in paths | set(_opened) if not _stdlib(p)}
-    return fileset.stamps(sorted(wanted)), stale
+    return entries, stale
