@@ -127,8 +127,8 @@ def test_ctrl_c_interrupts_the_test_like_pytest(started: Project) -> None:
     )
     term.expect("sleeping now")
     # Python looks for a signal between bytecodes: one that lands after the print and before
-    # the sleep's system call waits for the sleep to end, under plain pytest too (this test
-    # hit that on Python 3.13). So the Ctrl-C comes once the test is inside its sleep.
+    # the sleep's system call waits for the sleep to end (this test hit that on Python 3.13).
+    # So the Ctrl-C comes once the test is inside its sleep.
     wait_for(lambda: _in_a_sleep(started), message="the test to sleep")
     term.send("\x03")
     assert term.wait(timeout=30) == 2, term.text

@@ -3,9 +3,10 @@
 A child shares its snapshot's memory copy-on-write: the first write to each shared page costs a
 page fault and a copy. A run of pytest writes to a couple of thousand of them (reference counts,
 the interpreter's inline caches) before its first test, a few milliseconds of faults on the
-critical path. So each child, once its run is over and its exit is reported, tells its snapshot
-which pages it holds privately; the snapshot keeps the latest list, and every spare forked after
-that copies those pages with ``MADV_POPULATE_WRITE`` while it waits for its request. Page
+critical path. So a child that copied nothing ahead (``serve`` says which), once its run is
+over and its exit is reported, tells its snapshot which pages it holds privately; the snapshot
+keeps the latest list, and the other spares forked after that copy those pages with
+``MADV_POPULATE_WRITE`` while they wait for their request. Page
 contents do not change (the kernel copies the page as a write fault would, without writing),
 so this moves time, never behaviour; a page an address no longer maps writably is skipped.
 """
